@@ -6,6 +6,7 @@ that names the dotted key — a typo in a launch script must fail before any dev
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import dataclasses
 import types
 import typing
@@ -15,7 +16,7 @@ from typing import Any, Optional, Union
 import yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(AlertJaxError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 

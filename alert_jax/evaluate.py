@@ -17,6 +17,7 @@ workdir is meant for one setting.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import argparse
 import dataclasses
 import json
@@ -48,7 +49,7 @@ _KEY_FIELDS = (*_GROUP_FIELDS, "id")  # one instance of one system; a resumed ru
 _RECORD_FIELDS = (*_KEY_FIELDS, *METRICS)
 
 
-class EvaluateError(ValueError):
+class EvaluateError(AlertJaxError):
     """Evaluation cannot start or resume: bad arguments, no tokenizer, or an unreadable generations file."""
 
 

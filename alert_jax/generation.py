@@ -21,6 +21,7 @@ generated text only (not across the prompt boundary).
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import functools
 import logging
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
@@ -42,7 +43,7 @@ STOP_STRING_CHECK_EVERY = 16  # decode steps between host-side stop-string check
 _GREEDY, _SAMPLE, _SAMPLE_TOP_P = "greedy", "sample", "sample_top_p"
 
 
-class GenerationError(ValueError):
+class GenerationError(AlertJaxError):
     """Inputs to `generate` / `generate_text` that cannot be generated from (the message names the argument)."""
 
 

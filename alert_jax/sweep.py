@@ -32,6 +32,7 @@ multi-host GPU job, run each experiment through the scripts in `launch/` instead
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import argparse
 import dataclasses
 import itertools
@@ -56,7 +57,7 @@ _FINETUNE_KEY = "finetune"
 _LABEL = re.compile(r"^[A-Za-z0-9._]+$")  # no "-" (the name separator) and nothing a path could trip on
 
 
-class SweepError(ValueError):
+class SweepError(AlertJaxError):
     """A sweep file that cannot be expanded, or a run selection that names no run; says file and key."""
 
 

@@ -7,6 +7,7 @@ so "seen" means seen as ROUGE-L sees it.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import dataclasses
 import json
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Iterable, Mapping
 from alert_jax.metrics.tokens import tokenize
 
 
-class OverlapError(ValueError):
+class OverlapError(AlertJaxError):
     """An evaluation task has no tokens, so its overlap is undefined."""
 
 

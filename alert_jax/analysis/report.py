@@ -7,6 +7,7 @@ their own per-skill tables and all metrics go to the CSVs.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import argparse
 import json
 from pathlib import Path
@@ -27,7 +28,7 @@ SCORES_FILE = "scores.jsonl"
 OVERLAP_FILE = "overlap.json"
 
 
-class ReportInputError(ValueError):
+class ReportInputError(AlertJaxError):
     """A run dir, scores file or overlap file cannot be read; the message names the file (and line or key)."""
 
 

@@ -27,6 +27,7 @@ its head.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import bisect
 import dataclasses
 import logging
@@ -53,7 +54,7 @@ def tokenize_example(tokenizer: Tokenizer, prompt: str, target: str) -> Tokenize
     return tokenizer.encode_with_bos(prompt), tokenizer.encode(PROMPT_TARGET_SEPARATOR + target)
 
 
-class PackingError(ValueError):
+class PackingError(AlertJaxError):
     """An example cannot be packed (empty prompt or target) or the packing options are invalid."""
 
 

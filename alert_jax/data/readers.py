@@ -36,6 +36,7 @@ JSONL is streamed line by line.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import csv
 import json
 import re
@@ -45,7 +46,7 @@ from typing import Any, Callable, Iterator, Optional
 from alert_jax.data.example import Demonstration, Example, Task
 
 
-class DataFormatError(ValueError):
+class DataFormatError(AlertJaxError):
     """A source file does not have the structure its reader expects."""
 
 

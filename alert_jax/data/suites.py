@@ -23,6 +23,7 @@ scoring and under `finetune` for the finetuning corpus; the generator keeps the 
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import dataclasses
 from pathlib import Path
 from typing import Any, Optional
@@ -44,7 +45,7 @@ _SUITE_KEYS = {"name", "description", "tasks", "synthetic_examples", "synthetic_
 _TASK_KEYS = {"task", "skill", "split", "source", "path", "provenance"}
 
 
-class SuiteError(ValueError):
+class SuiteError(AlertJaxError):
     """A suite file is malformed or names data that cannot be found."""
 
 

@@ -26,6 +26,7 @@ generation is scored on the answer it states. Finetuning prompts use T5 (`FINETU
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 from typing import Literal
 
 from alert_jax.data.example import Demonstration, Example, Task
@@ -37,7 +38,7 @@ ANSWER_CUE = "The answer is"
 NUM_DEMONSTRATIONS = 2
 
 
-class TemplateError(ValueError):
+class TemplateError(AlertJaxError):
     """An unknown template or target variant was requested."""
 
 

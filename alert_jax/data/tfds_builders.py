@@ -23,6 +23,7 @@ the temporary tree is removed and `out_dir` is left exactly as it was.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import dataclasses
 import hashlib
 import os
@@ -58,7 +59,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     code_path = None
 
 
-class BuildError(ValueError):
+class BuildError(AlertJaxError):
     """The suite yields nothing to build (e.g. every file skipped as missing)."""
 
 

@@ -13,6 +13,7 @@ On-disk formats recognised by `load_tokenizer` (a directory or a file inside it)
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import abc
 import io
 import json
@@ -32,7 +33,7 @@ VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 SPM_FILE = "spm.model"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(AlertJaxError):
     """A tokenizer file is missing, unreadable or lacks the special tokens we rely on."""
 
 

@@ -7,6 +7,7 @@ so the report can be built on a laptop without jax.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import dataclasses
 import math
 import re
@@ -23,7 +24,7 @@ _SIZE_UNIT = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 _TEXT_FIELDS = ("model", "variant", "size", "task", "skill", "split", "template")
 
 
-class ScoreRowError(ValueError):
+class ScoreRowError(AlertJaxError):
     """A score row is missing a field, has a field of the wrong type, or clashes with another row."""
 
 

@@ -5,6 +5,7 @@ match, on a 0–100 scale, so that task means read like the numbers in the ALERT
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import functools
 import string
 from typing import Any, Callable, Sequence
@@ -17,7 +18,7 @@ METRICS: tuple[str, ...] = ("rouge_l", "exact_match", "relaxed_match")
 _DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-class MetricInputError(ValueError):
+class MetricInputError(AlertJaxError):
     """The references given to a metric cannot be scored (none, or not a list of strings)."""
 
 

@@ -12,6 +12,7 @@ of the model while converting, whatever its size.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import builtins
 import collections
 import dataclasses
@@ -34,7 +35,7 @@ SAFETENSORS_DTYPES = {
 _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(AlertJaxError):
     """A checkpoint file that cannot be read; the message names the file (and tensor)."""
 
 

@@ -7,6 +7,7 @@ with the hardware — only `MeshConfig` does.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ MESH_AXES: tuple[str, str, str] = ("data", "fsdp", "tensor")
 OPT_IN_VARIABLE = "ALERT_JAX_DISTRIBUTED"
 
 
-class MeshError(ValueError):
+class MeshError(AlertJaxError):
     """A mesh shape that cannot be laid over the devices, or a malformed multi-host environment."""
 
 

@@ -7,6 +7,7 @@ priority and a mesh axis used at most once per array.
 """
 from __future__ import annotations
 
+from alert_jax.errors import AlertJaxError
 import contextlib
 import logging
 import math
@@ -42,7 +43,7 @@ DEFAULT_RULES: LogicalRules = (
 )
 
 
-class ShardingRuleError(ValueError):
+class ShardingRuleError(AlertJaxError):
     """A parameter the rules cannot place; the message names the parameter path."""
 
 
