@@ -10,11 +10,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Model": "alert_jax.api",
-    "load_model": "alert_jax.api",
-    "logits": "alert_jax.api",
-    "save_hf": "alert_jax.api",
-    "save_model": "alert_jax.api",
+    "Model": "alert_jax.model.model",
+    "load_model": "alert_jax.model.io",
+    "logits": "alert_jax.model.model",
+    "save_hf": "alert_jax.model.io",
+    "save_model": "alert_jax.model.io",
     "generate": "alert_jax.generation",
     "generate_text": "alert_jax.generation",
     "OPTConfig": "alert_jax.model.presets",

@@ -86,8 +86,17 @@ class TrainConfig:
     async_checkpointing: bool = True
 
 
+DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """One evaluation: which suite and templates, how to generate, and how the model is named in the outputs.
+
+    The same dataclass is the `eval` section of an experiment, the `alert-jax evaluate` command (its flags
+    are shorthands for `--set eval.KEY=VALUE`) and what a sweep hands to each run's evaluation.
+    """
+
     suite: str = "synthetic"
     templates: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
     max_new_tokens: int = 64
@@ -95,6 +104,15 @@ class EvalConfig:
     max_examples_per_task: int = 0  # 0 = all
     temperature: float = 0.0
     top_p: float = 1.0
+    seed: int = 0  # sampling seed (temperature > 0)
+    stop_strings: tuple[str, ...] = DEFAULT_STOP_STRINGS
+    dtype: str = "float32"  # compute dtype of the evaluated model
+    tokenizer: str = ""  # "" = MODEL/tokenizer, else the model directory's own (HF)
+    data_root: str = ""  # root that the suite's file paths are relative to
+    skip_missing: bool = False  # skip suite tasks whose data file is absent
+    label: str = ""  # model name in the outputs; "" = the model path's last component
+    variant: str = "pretrained"  # pretrained, ft, cot, ...
+    size: str = ""  # size label such as "1.3b", for scaling tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,3 +227,18 @@ def to_dict(config: Any) -> dict:
         else:
             out[f.name] = v
     return out
+
+
+def eval_config_for(cfg: ExperimentConfig, variant: str) -> EvalConfig:
+    """The evaluation of an experiment's model: its `eval` section, completed from the rest of the experiment.
+
+    Tokenizer, data root and dtype default to the training run's; the label and size come from `model.name`
+    (`opt-1.3b` → label "opt-1.3b", size "1.3b"), so FT, CoT and pretrained runs of one size line up in the report.
+    """
+    from alert_jax.model.presets import size_label
+
+    ev = cfg.eval
+    return dataclasses.replace(
+        ev, tokenizer=ev.tokenizer or cfg.data.tokenizer, data_root=ev.data_root or cfg.data.data_root,
+        dtype=cfg.model.dtype if ev.dtype == EvalConfig.dtype else ev.dtype,
+        label=ev.label or Path(cfg.model.name).name, size=ev.size or size_label(cfg.model.name), variant=variant)

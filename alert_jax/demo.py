@@ -11,7 +11,6 @@ Stages (each resumable — re-running the command skips finished work):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -97,6 +96,7 @@ def run_demo(workdir: str | Path, demo: DemoConfig = DemoConfig()) -> Path:
     """Run every stage into `workdir`; returns the report path."""
     from alert_jax.analysis.report import write_report
     from alert_jax.data.tokenizer import SentencePieceTokenizer
+    from alert_jax.config import EvalConfig
     from alert_jax.evaluate import evaluate
 
     workdir = Path(workdir)
@@ -114,24 +114,12 @@ def run_demo(workdir: str | Path, demo: DemoConfig = DemoConfig()) -> Path:
     evaluation = workdir / "eval"
     for variant in ("pretrained", *VARIANTS):
         _stage(f"evaluating {variant} on the synthetic suite with {','.join(demo.templates)}")
-        evaluate(str(workdir / variant), "synthetic", evaluation, templates=demo.templates, tokenizer=str(tokenizer),
-                 max_new_tokens=demo.max_new_tokens, batch_size=demo.eval_batch_size,
-                 max_examples_per_task=demo.eval_examples_per_task, label=demo.model, variant=variant, size="tiny")
+        cfg = EvalConfig(suite="synthetic", templates=demo.templates, tokenizer=str(tokenizer),
+                         max_new_tokens=demo.max_new_tokens, batch_size=demo.eval_batch_size,
+                         max_examples_per_task=demo.eval_examples_per_task, label=demo.model, variant=variant,
+                         size="tiny")
+        evaluate(str(workdir / variant), cfg, evaluation)
     _overlap(evaluation, demo)
     report = write_report([evaluation], workdir / "report")
     _stage(f"report written to {report}")
     return report
-
-
-def _run(args: argparse.Namespace) -> int:
-    demo = QUICK if args.quick else DemoConfig()
-    print(run_demo(args.workdir, demo))
-    return 0
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("demo", help="the embedded default: tiny OPT, synthetic ALERT suite, CPU, minutes")
-    parser.add_argument("--workdir", default="runs/demo")
-    parser.add_argument("--quick", action="store_true", help="fewer steps, examples and templates (CI smoke run)")
-    parser.set_defaults(func=_run)
-    return parser

@@ -18,7 +18,6 @@ workdir is meant for one setting.
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
-import argparse
 import dataclasses
 import json
 import logging
@@ -34,6 +33,7 @@ from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import TEMPLATES, extract_answer, render_prompt
 from alert_jax.metrics.aggregate import System
 from alert_jax.metrics.scores import METRICS, score
+from alert_jax.workdir import RunDir
 
 if TYPE_CHECKING:
     from alert_jax.data.tokenizer import Tokenizer
@@ -41,9 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GENERATIONS_FILE = "generations.jsonl"
-TOKENIZER_SUBDIR = "tokenizer"  # where training workdirs keep their tokenizer
 CHUNK_BATCHES = 4  # batches generated between two appends to generations.jsonl
-DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
 _GROUP_FIELDS = ("model", "variant", "size", "task", "skill", "split", "template")
 _KEY_FIELDS = (*_GROUP_FIELDS, "id")  # one instance of one system; a resumed run skips keys already written
 _RECORD_FIELDS = (*_KEY_FIELDS, *METRICS)
@@ -164,15 +162,15 @@ def resolve_tokenizer(model_path: str, tokenizer: Optional[str]) -> "Tokenizer":
     if tokenizer is not None:
         return load_tokenizer(tokenizer)
     model_dir = Path(model_path)
-    if (model_dir / TOKENIZER_SUBDIR).is_dir():
-        return load_tokenizer(model_dir / TOKENIZER_SUBDIR)
+    if RunDir(model_dir).tokenizer.is_dir():
+        return load_tokenizer(RunDir(model_dir).tokenizer)
     if model_dir.is_dir():
         try:
             return load_tokenizer(model_dir)
         except TokenizerError:
             pass
     raise EvaluateError(f"no tokenizer for model {model_path!r}: pass --tokenizer, or keep one in "
-                        f"{model_dir / TOKENIZER_SUBDIR}")
+                        f"{RunDir(model_dir).tokenizer}")
 
 
 def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[Sequence[WorkItem]]:
@@ -180,36 +178,33 @@ def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[Sequence[WorkItem]
         yield items[start:start + size]
 
 
-def evaluate(model_path: str, suite: str, workdir: Path, *, templates: Sequence[str] = TEMPLATES,
-             tokenizer: Optional[str] = None, data_root: Optional[str] = None, max_new_tokens: int = 64,
-             batch_size: int = 16, max_examples_per_task: int = 0, label: Optional[str] = None,
-             variant: str = "pretrained", size: str = "", skip_missing: bool = False,
-             stop_strings: Sequence[str] = DEFAULT_STOP_STRINGS, temperature: float = 0.0, top_p: float = 1.0,
-             dtype: str = "float32") -> Path:
+def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     """Generate for every suite task × template × instance not yet in `workdir`, then rewrite the scores.
 
-    `model_path` is anything `alert_jax.load_model` accepts; the model is loaded only if work remains.
-    Returns the path of `scores.jsonl`.
+    `model` is anything `alert_jax.load_model` accepts; it is loaded only if work remains. Returns the path
+    of `scores.jsonl`.
     """
-    unknown = [t for t in templates if t not in TEMPLATES]
-    if unknown or not templates:
-        raise EvaluateError(f"templates {list(templates)!r}: expected some of {', '.join(TEMPLATES)}")
+    unknown = [t for t in cfg.templates if t not in TEMPLATES]
+    if unknown or not cfg.templates:
+        raise EvaluateError(f"eval.templates {list(cfg.templates)!r}: expected some of {', '.join(TEMPLATES)}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     generations_path = workdir / GENERATIONS_FILE
-    system = System(model=label or Path(model_path).name, size=size, variant=variant)
+    system = System(model=cfg.label or Path(model).name, size=cfg.size, variant=cfg.variant)
+    source = model_source(model)
 
-    done = {_record_key(r) for r in read_generations(generations_path)}
-    loaded = load_suite(suite)
+    existing = read_generations(generations_path)
+    _check_label_is_this_model(existing, system, source, generations_path)
+    done = {_record_key(r) for r in existing}
+    loaded = load_suite(cfg.suite)
     scored = dataclasses.replace(loaded, tasks=loaded.eval_tasks)  # dev and finetune tasks are not scored
-    items = plan(scored.load_tasks(data_root, skip_missing=skip_missing), templates, max_examples_per_task)
+    tasks = scored.load_tasks(cfg.data_root or None, skip_missing=cfg.skip_missing)
+    items = plan(tasks, cfg.templates, cfg.max_examples_per_task)
     todo = [item for item in items if _record_key(item.identity(system)) not in done]
-    logger.info("evaluate %s on %s: %d of %d instances to generate (%d already in %s)", system.label, suite,
+    logger.info("evaluate %s on %s: %d of %d instances to generate (%d already in %s)", system.label, cfg.suite,
                 len(todo), len(items), len(items) - len(todo), generations_path)
     if todo:
-        _generate_into(generations_path, todo, system, model_path, tokenizer, dtype=dtype,
-                       max_new_tokens=max_new_tokens, batch_size=batch_size, stop_strings=tuple(stop_strings),
-                       temperature=temperature, top_p=top_p)
+        _generate_into(generations_path, todo, system, source, model, cfg)
 
     scores_path = workdir / SCORES_FILE
     rows = score_rows(read_generations(generations_path))
@@ -218,69 +213,39 @@ def evaluate(model_path: str, suite: str, workdir: Path, *, templates: Sequence[
     return scores_path
 
 
-def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, model_path: str,
-                   tokenizer_path: Optional[str], *, dtype: str, batch_size: int, **generation: Any) -> None:
+def model_source(model: str | Path) -> str:
+    """What identifies the evaluated model across runs: its absolute path, or the bare preset name."""
+    path = Path(model)
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+def _check_label_is_this_model(records: Sequence[dict[str, Any]], system: System, source: str, where: Path) -> None:
+    """Refuse to mix two models under one label: the second would be skipped as "already done" instance by
+    instance (models in different directories often share a last component, e.g. `…/ft/best`, `…/cot/best`)."""
+    for record in records:
+        same_system = (record["model"], record["variant"], record["size"]) == (system.model, system.variant,
+                                                                              system.size)
+        if same_system and record.get("source", source) != source:
+            raise EvaluateError(f"{where}: label {system.model!r} ({system.variant}) already holds generations of "
+                                f"{record['source']}, not {source}; give this model its own label (eval.label)")
+
+
+def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source: str, model_path: str | Path,
+                   cfg: EvalConfig) -> None:
     """Generate `todo` chunk by chunk, appending each chunk's records to `path` as soon as it is done."""
     # Imported here so that rescoring a finished workdir (and `import alert_jax.evaluate`) never loads jax.
     from tqdm.auto import tqdm
 
-    from alert_jax.api import load_model
     from alert_jax.generation import generate_text
+    from alert_jax.model.io import load_model
 
-    tokenizer = resolve_tokenizer(model_path, tokenizer_path)
-    model = load_model(model_path, dtype)
+    model = load_model(model_path, cfg.dtype)  # first: a wrong model path is the likelier mistake
+    tokenizer = resolve_tokenizer(str(model_path), cfg.tokenizer or None)
     with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True) as bar:
-        for chunk in _chunks(todo, CHUNK_BATCHES * batch_size):
-            texts = generate_text(model, tokenizer, [item.prompt for item in chunk], batch_size=batch_size,
-                                  **generation)
-            append_records(path, [instance_record(item, system, text) for item, text in zip(chunk, texts)])
+        for chunk in _chunks(todo, CHUNK_BATCHES * cfg.batch_size):
+            texts = generate_text(model, tokenizer, [item.prompt for item in chunk], batch_size=cfg.batch_size,
+                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  seed=cfg.seed, stop_strings=tuple(cfg.stop_strings))
+            append_records(path, [{**instance_record(item, system, text), "source": source}
+                                  for item, text in zip(chunk, texts)])
             bar.update(len(chunk))
-
-
-def _template_list(text: str) -> tuple[str, ...]:
-    templates = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [t for t in templates if t not in TEMPLATES]
-    if unknown or not templates:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated subset of {','.join(TEMPLATES)}")
-    return templates
-
-
-def _run(args: argparse.Namespace) -> int:
-    scores = evaluate(
-        args.model, args.suite, args.workdir, templates=args.templates, tokenizer=args.tokenizer,
-        data_root=args.data_root, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        max_examples_per_task=args.max_examples, label=args.label, variant=args.variant, size=args.size,
-        skip_missing=args.skip_missing, temperature=args.temperature, top_p=args.top_p, dtype=args.dtype,
-    )
-    print(scores)
-    return 0
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `evaluate` subcommand to an argparse subparsers object (sets `func`)."""
-    defaults = EvalConfig()
-    parser = subparsers.add_parser(
-        "evaluate", help="generate for suite tasks × templates and score the generations (resumable)",
-        description=f"Write WORKDIR/{GENERATIONS_FILE} as it goes and WORKDIR/{SCORES_FILE} at the end; "
-                    "re-running the same command resumes an interrupted evaluation.")
-    parser.add_argument("--model", required=True, metavar="PATH_OR_WORKDIR",
-                        help="preset name, HF directory, alert_jax model directory or training workdir")
-    parser.add_argument("--suite", default=defaults.suite, help="suite name or YAML path (default: %(default)s)")
-    parser.add_argument("--templates", type=_template_list, default=defaults.templates, metavar="T1,T2,...",
-                        help="templates to evaluate under (default: all)")
-    parser.add_argument("--workdir", type=Path, required=True, metavar="DIR")
-    parser.add_argument("--tokenizer", metavar="PATH", help="default: MODEL/tokenizer, else MODEL itself")
-    parser.add_argument("--data-root", metavar="DIR", help="root that the suite's file paths are relative to")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="N")
-    parser.add_argument("--max-examples", type=int, default=defaults.max_examples_per_task, metavar="N",
-                        help="instances per task (0 = all)")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--dtype", default="float32", help="compute dtype: float32, bfloat16 or float16")
-    parser.add_argument("--label", help="model name in the outputs (default: the model path's last component)")
-    parser.add_argument("--variant", default="pretrained", help="pretrained, ft, cot, ... (default: %(default)s)")
-    parser.add_argument("--size", default="", help='size label such as "1.3b", for scaling tables')
-    parser.add_argument("--skip-missing", action="store_true", help="skip suite tasks whose data file is absent")
-    parser.set_defaults(func=_run)
-    return parser

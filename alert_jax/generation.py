@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alert_jax.api import Model
+from alert_jax.model.model import Model
 from alert_jax.model.opt import LayerCache, OPTForCausalLM, init_cache, positions_from_mask
 
 if TYPE_CHECKING:

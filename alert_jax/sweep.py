@@ -33,7 +33,6 @@ multi-host GPU job, run each experiment through the scripts in `launch/` instead
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
-import argparse
 import dataclasses
 import itertools
 import json
@@ -46,8 +45,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from alert_jax.analysis.report import SCORES_FILE  # written last by `evaluate`: its presence means "finished"
-from alert_jax.config import ConfigError, ExperimentConfig, load_config, parse_override
-from alert_jax.model.presets import PRESETS
+from alert_jax.config import ConfigError, ExperimentConfig, eval_config_for, load_config, parse_override
 
 MANIFEST_FILE = "sweep.jsonl"
 EVAL_SUBDIR = "eval"
@@ -222,12 +220,6 @@ def format_plan(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def size_label(model_name: str) -> str:
-    """"1.3b" for `opt-1.3b` or `/path/to/opt-1.3b`; "" when the name is no preset."""
-    last = Path(model_name).name
-    return last.removeprefix("opt-") if last in PRESETS else ""
-
-
 def _append(manifest: Path, run: Run, status: str, **extra: Any) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "name": run.name, "status": status,
               "config": str(run.config_path), "overrides": list(run.overrides), "workdir": str(run.workdir),
@@ -237,40 +229,16 @@ def _append(manifest: Path, run: Run, status: str, **extra: Any) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def evaluate_argv(cfg: ExperimentConfig, model_path: str, eval_dir: Path, variant: str) -> list[str]:
-    """`alert-jax evaluate` arguments that evaluate `model_path` with an experiment's eval settings.
-
-    The one place where a config becomes an evaluation: the sweep parses these through the
-    `evaluate` subcommand itself, and the launch scripts get them from `python -m alert_jax.sweep`.
-    """
-    argv = ["--model", model_path, "--suite", cfg.eval.suite, "--workdir", str(eval_dir),
-            "--templates", ",".join(cfg.eval.templates), "--max-new-tokens", str(cfg.eval.max_new_tokens),
-            "--batch-size", str(cfg.eval.batch_size), "--max-examples", str(cfg.eval.max_examples_per_task),
-            "--temperature", str(cfg.eval.temperature), "--top-p", str(cfg.eval.top_p), "--dtype", cfg.model.dtype,
-            "--label", Path(cfg.model.name).name, "--variant", variant, "--size", size_label(cfg.model.name)]
-    if cfg.data.tokenizer:
-        argv += ["--tokenizer", cfg.data.tokenizer]
-    if cfg.data.data_root:
-        argv += ["--data-root", cfg.data.data_root]
-    return argv
-
-
 def execute(run: Run) -> Path:
     """Finetune (unless a baseline) then evaluate one run with its config's settings; returns the scores path."""
-    from alert_jax import evaluate  # heavy imports only when something is actually run
+    from alert_jax.evaluate import evaluate  # heavy imports only when something is actually run
     from alert_jax.train.loop import finetune
 
     cfg = run.config()
     if run.finetune:
         finetune(cfg, run.workdir)
-        argv = evaluate_argv(cfg, str(run.workdir), run.eval_dir, cfg.data.variant)
-    else:
-        argv = evaluate_argv(cfg, cfg.model.name, run.eval_dir, "pretrained")
-    parser = argparse.ArgumentParser(prog="alert-jax")
-    evaluate.register(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", *argv])
-    args.func(args)
-    return run.eval_dir / SCORES_FILE
+        return evaluate(run.workdir, eval_config_for(cfg, cfg.data.variant), run.eval_dir)
+    return evaluate(cfg.model.name, eval_config_for(cfg, "pretrained"), run.eval_dir)
 
 
 def run_sweep(runs: Sequence[Run], out_dir: Path, *, dry_run: bool = False) -> None:
@@ -295,44 +263,3 @@ def run_sweep(runs: Sequence[Run], out_dir: Path, *, dry_run: bool = False) -> N
             _append(manifest, run, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         _append(manifest, run, "done", scores=str(scores), seconds=round(time.monotonic() - start, 1))
-
-
-def _run(args: argparse.Namespace) -> int:
-    runs = select(expand_sweep(args.sweep, args.out, args.overrides), args.only)
-    print(format_plan(runs))
-    run_sweep(runs, args.out, dry_run=args.dry_run)
-    return 0
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `sweep` subcommand to an argparse subparsers object (sets `func`)."""
-    parser = subparsers.add_parser(
-        "sweep", help="expand a sweep grid into runs and finetune + evaluate each (resumable)",
-        description="Runs live in OUT/<name> (scores in OUT/<name>/eval); finished runs are skipped, "
-                    f"and OUT/{MANIFEST_FILE} logs every run's progress.")
-    parser.add_argument("sweep", type=Path, metavar="SWEEP.yaml")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for all runs")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and log it; run nothing")
-    parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="run only this run (repeatable)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run, e.g. data.data_root=/data (repeatable)")
-    parser.set_defaults(func=_run)
-    return parser
-
-
-def _print_evaluate_argv(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m alert_jax.sweep --config C --workdir W [--set k=v]...`: print, one per line, the
-    `alert-jax evaluate` arguments for the model trained in W (used by the scripts in `launch/`)."""
-    parser = argparse.ArgumentParser(prog="python -m alert_jax.sweep", description=_print_evaluate_argv.__doc__)
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    print("\n".join(evaluate_argv(cfg, str(args.workdir), args.workdir / EVAL_SUBDIR, cfg.data.variant)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_print_evaluate_argv())

@@ -16,15 +16,6 @@ need_value() {  # FLAG VALUE: a flag that takes a value must have one
   [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value"
 }
 
-# evaluate_args CONFIG WORKDIR [--set K=V]...: fills the array EVAL_ARGS with the `alert-jax evaluate`
-# arguments for the model trained in WORKDIR, derived from the experiment config by alert_jax itself.
-evaluate_args() {
-  local config=$1 workdir=$2 text
-  shift 2
-  text=$(python -m alert_jax.sweep --config "$config" --workdir "$workdir" "$@")
-  mapfile -t EVAL_ARGS <<<"$text"
-}
-
 require_config_and_workdir() {  # CONFIG WORKDIR: both given, and the config file exists
   [[ -n "$1" ]] || die "--config is required"
   [[ -n "$2" ]] || die "--workdir is required"

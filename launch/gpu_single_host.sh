@@ -55,6 +55,5 @@ if [[ $skip_finetune -eq 0 ]]; then
   $ALERT_JAX finetune --config "$config" --workdir "$workdir" "${overrides[@]}" 2>&1 | tee -a "$workdir/logs/finetune.log"
 fi
 if [[ $skip_eval -eq 0 ]]; then
-  evaluate_args "$config" "$workdir" "${overrides[@]}"
-  $ALERT_JAX evaluate "${EVAL_ARGS[@]}" 2>&1 | tee -a "$workdir/logs/evaluate.log"
+  $ALERT_JAX evaluate --config "$config" --model "$workdir" --workdir "$workdir/eval" "${overrides[@]}" 2>&1 | tee -a "$workdir/logs/evaluate.log"
 fi

@@ -68,7 +68,6 @@ $ALERT_JAX finetune --config "$config" --workdir "$workdir" "${overrides[@]}" 2>
 
 if [[ $skip_eval -eq 0 && "$process_id" -eq 0 ]]; then
   # Evaluation is single-host: hide the multi-host environment so it does not wait for peers.
-  evaluate_args "$config" "$workdir" "${overrides[@]}"
   env -u JAX_COORDINATOR_ADDRESS -u JAX_NUM_PROCESSES -u JAX_PROCESS_ID -u SLURM_JOB_ID -u SLURM_NTASKS \
-    $ALERT_JAX evaluate "${EVAL_ARGS[@]}" 2>&1 | tee -a "$workdir/logs/evaluate.log"
+    $ALERT_JAX evaluate --config "$config" --model "$workdir" --workdir "$workdir/eval" "${overrides[@]}" 2>&1 | tee -a "$workdir/logs/evaluate.log"
 fi

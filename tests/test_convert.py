@@ -139,7 +139,7 @@ def test_export_refuses_to_overwrite_and_leaves_no_partial_directory(tmp_path):
     target = tmp_path / "existing"
     target.mkdir()
     (target / "keep.txt").write_text("precious")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(CheckpointFormatError):
         alert_jax.save_hf(model, target)
     assert (target / "keep.txt").read_text() == "precious"
     broken = alert_jax.Model(model.config, {"decoder": {}})

@@ -1,7 +1,6 @@
-"""`alert-jax data stats|build`, driven through a tiny argparse harness like the real CLI's."""
+"""`alert-jax data stats|build`, driven through the real command line (`alert_jax.cli.main`)."""
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 import yaml
 
-from alert_jax.data import commands
+from alert_jax.cli import main
 from alert_jax.data.readers import read
 from alert_jax.data.suites import load_suite
 from alert_jax.data.synthetic import synthetic_task
@@ -20,10 +19,7 @@ SUITES_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="alert-jax")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", *argv])
-    code = args.func(args)
+    code = main(["data", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -126,7 +122,7 @@ def test_corrupt_input_is_one_line_with_exit_2(corrupt_root, capsys):
     root, bad = corrupt_root
     code, out, err = run_cli(capsys, "stats", "--data-root", str(root))
     assert (code, out) == (2, "")
-    assert err.count("\n") == 1 and err.startswith(f"{bad}:4: invalid JSON")
+    assert err.count("\n") == 1 and err.startswith(f"alert-jax data: error: {bad}:4: invalid JSON")
 
 
 def test_failed_build_leaves_no_output_directory(corrupt_root, tmp_path, capsys):
@@ -135,7 +131,7 @@ def test_failed_build_leaves_no_output_directory(corrupt_root, tmp_path, capsys)
     suite.write_text(suite.read_text().replace("held_out", "finetune"))
     code, out, err = run_cli(capsys, "build", "finetune", "--suite", str(suite), "--data-root", str(root),
                              "--out", str(tmp_path / "out"))
-    assert code == 2 and err.startswith(f"{bad}:4: invalid JSON") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"alert-jax data: error: {bad}:4: invalid JSON") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "data"]
 

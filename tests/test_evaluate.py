@@ -2,7 +2,6 @@
 means of the instance metrics, and resumption after a kill without redoing or duplicating work."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -13,14 +12,17 @@ import pytest
 import alert_jax
 import alert_jax.generation
 from alert_jax.analysis.report import load_scores
-from alert_jax.api import Model, init_params
+from alert_jax.model.model import Model, init_params
 from alert_jax.data.example import Example, Task
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import extract_answer, render_prompt
 from alert_jax.data.tokenizer import SentencePieceTokenizer
 from alert_jax.evaluate import (
-    GENERATIONS_FILE, EvaluateError, evaluate, plan, read_generations, register,
+    GENERATIONS_FILE, EvaluateError, evaluate, plan, read_generations,
 )
+from alert_jax.cli import main
+from alert_jax.cli.evaluate import eval_config_from_args, register
+from alert_jax.config import EvalConfig
 from alert_jax.metrics import METRICS, score
 from alert_jax.model.opt import RuntimeOptions
 from alert_jax.model.presets import get_preset
@@ -29,7 +31,11 @@ TEMPLATES = ("T1", "T5")
 N = 3  # instances per task
 RUN = dict(templates=TEMPLATES, max_new_tokens=8, batch_size=4, max_examples_per_task=N)
 FIELDS = {"model", "variant", "size", "task", "skill", "split", "template", "id", "prompt", "generation",
-          "prediction", "references", *METRICS}
+          "prediction", "references", "source", *METRICS}
+
+
+def _evaluate(model: str, suite: str, workdir: Path, **settings) -> Path:
+    return evaluate(model, EvalConfig(suite=suite, **settings), workdir)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -58,7 +64,7 @@ def model_dir(tmp_path_factory) -> Path:
 def finished(model_dir, tmp_path_factory) -> Path:
     """A workdir holding one complete evaluation of the synthetic suite."""
     workdir = tmp_path_factory.mktemp("eval")
-    evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
+    _evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
     return workdir
 
 
@@ -120,7 +126,7 @@ def test_scores_count_the_answer_a_generation_states(model_dir, tmp_path, monkey
         return [f" Some reasoning. The answer is {first[p]}." if p in first else " ???" for p in prompts]
 
     monkeypatch.setattr(alert_jax.generation, "generate_text", answer_first)
-    rows = load_scores(evaluate(str(model_dir), "synthetic", tmp_path, **RUN))
+    rows = load_scores(_evaluate(str(model_dir), "synthetic", tmp_path, **RUN))
     assert len(rows) == 6 * len(TEMPLATES)
     for row in rows:
         assert (row.exact_match, row.relaxed_match, row.rouge_l) == pytest.approx((100 / N,) * 3)
@@ -135,7 +141,7 @@ def test_resumes_after_a_kill_generating_only_what_is_missing(finished, model_di
     (workdir / GENERATIONS_FILE).write_text(cut, encoding="utf-8")
     (workdir / "scores.jsonl").unlink()
 
-    evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
+    _evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
 
     assert sorted(prompts_seen) == sorted(json.loads(line)["prompt"] for line in full[k:])
     resumed = (workdir / GENERATIONS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
@@ -149,7 +155,7 @@ def test_a_finished_run_generates_nothing_more(finished, model_dir, tmp_path, pr
     workdir = tmp_path / "eval"
     shutil.copytree(finished, workdir)
     before = (workdir / GENERATIONS_FILE).read_bytes()
-    evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
+    _evaluate(str(model_dir), "synthetic", workdir, variant="cot", size="tiny", **RUN)
     assert prompts_seen == []
     assert (workdir / GENERATIONS_FILE).read_bytes() == before
 
@@ -157,7 +163,7 @@ def test_a_finished_run_generates_nothing_more(finished, model_dir, tmp_path, pr
 def test_models_sharing_a_workdir_get_their_own_rows(finished, model_dir, tmp_path, prompts_seen):
     workdir = tmp_path / "eval"
     shutil.copytree(finished, workdir)
-    evaluate(str(model_dir), "synthetic", workdir, templates=("T5",), max_new_tokens=4, batch_size=8,
+    _evaluate(str(model_dir), "synthetic", workdir, templates=("T5",), max_new_tokens=4, batch_size=8,
              max_examples_per_task=1, label="other", variant="pretrained", size="tiny")
     assert len(prompts_seen) == 6
     rows = _lines(workdir / "scores.jsonl")
@@ -192,26 +198,42 @@ def test_repeated_instance_ids_are_an_error():
 
 def test_bad_templates_and_a_missing_tokenizer_are_errors(tmp_path):
     with pytest.raises(EvaluateError, match="T9"):
-        evaluate("opt-tiny", "synthetic", tmp_path, templates=("T1", "T9"))
+        _evaluate("opt-tiny", "synthetic", tmp_path, templates=("T1", "T9"))
     with pytest.raises(EvaluateError, match="no tokenizer for model 'opt-tiny'"):
-        evaluate("opt-tiny", "synthetic", tmp_path, templates=("T1",), max_examples_per_task=1)
+        _evaluate("opt-tiny", "synthetic", tmp_path, templates=("T1",), max_examples_per_task=1)
 
 
-def test_cli_arguments():
+def test_cli_flags_are_shorthands_for_eval_settings(tmp_path):
+    import argparse
+
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["evaluate", "--model", "m", "--workdir", "w", "--templates", "T2,T4",
-                              "--max-examples", "5", "--skip-missing", "--variant", "ft"])
-    assert args.templates == ("T2", "T4") and args.max_examples == 5 and args.skip_missing
-    assert args.variant == "ft" and args.workdir == Path("w") and callable(args.func)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["evaluate", "--model", "m", "--workdir", "w", "--templates", "T1,T6"])
+                              "--max-examples", "5", "--skip-missing", "--variant", "ft", "--set", "eval.top_p=0.5"])
+    cfg = eval_config_from_args(args)
+    assert (cfg.templates, cfg.max_examples_per_task, cfg.skip_missing, cfg.variant, cfg.top_p) == (
+        ("T2", "T4"), 5, True, "ft", 0.5)
+    assert args.workdir == Path("w") and callable(args.func)
+    assert main(["evaluate", "--model", "opt-tiny", "--workdir", str(tmp_path), "--templates", "T1,T6"]) == 2
+
+
+def test_two_models_under_one_label_are_an_error_not_a_silent_skip(finished, model_dir, tmp_path, prompts_seen):
+    """Two model directories with the same last component (…/a/tiny, …/b/tiny) must not share records."""
+    workdir = tmp_path / "eval"
+    shutil.copytree(finished, workdir)
+    twin = tmp_path / "elsewhere" / model_dir.name
+    shutil.copytree(model_dir, twin)
+    with pytest.raises(EvaluateError, match="label 'tiny'.*already holds generations of"):
+        _evaluate(str(twin), "synthetic", workdir, variant="cot", size="tiny", **RUN)
+    assert prompts_seen == []
+    _evaluate(str(twin), "synthetic", workdir, variant="cot", size="tiny", label="tiny-b", **RUN)
+    assert prompts_seen  # the twin under its own label is generated, not skipped
 
 
 def test_niv2_samples_are_evaluated(shared_data, model_dir, tmp_path):
     suite = load_suite("niv2_samples")
     present = [e for e in suite.eval_tasks if (shared_data / str(e.path)).exists()]
-    scores = evaluate(str(model_dir), "niv2_samples", tmp_path, templates=("T2",), data_root=str(shared_data),
+    scores = _evaluate(str(model_dir), "niv2_samples", tmp_path, templates=("T2",), data_root=str(shared_data),
                       max_new_tokens=8, batch_size=8, max_examples_per_task=2, skip_missing=True)
     rows = load_scores(scores)
     assert present and {r.task for r in rows} == {e.task for e in present}

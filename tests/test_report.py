@@ -1,7 +1,6 @@
 """`write_report` and `alert-jax report` on small hand-built runs with hand-computed tables."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from alert_jax.analysis.report import ReportInputError, load_scores, register, write_report
+from alert_jax.analysis.report import ReportInputError, load_scores, write_report
+from alert_jax.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -180,7 +180,7 @@ def test_without_overlap_there_is_no_scatter(tmp_path: Path):
 
 def test_registering_the_subcommand_loads_neither_matplotlib_nor_rouge_score():
     # The CLI imports this module for every command; `alert-jax --help` should stay instant.
-    code = ("import alert_jax.analysis.report, sys; "
+    code = ("import alert_jax.cli.report, sys; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'rouge_score', 'nltk', 'jax'}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True, check=True)
@@ -189,13 +189,10 @@ def test_registering_the_subcommand_loads_neither_matplotlib_nor_rouge_score():
 
 def test_cli_subcommand(tmp_path: Path, capsys):
     run = _write_run(tmp_path / "run", RUN_A[:2])
-    parser = argparse.ArgumentParser(prog="alert-jax")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", str(run), "--out", str(tmp_path / "out")])
-    assert args.func(args) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.md")
     with pytest.raises(SystemExit):   # --out is required
-        parser.parse_args(["report", str(run)])
+        main(["report", str(run)])
 
 
 # ---------------------------------------------------------------- bad input

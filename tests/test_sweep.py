@@ -1,17 +1,17 @@
 """Sweep files expand into validated, named runs; the `sweep` subcommand plans and resumes (nothing is trained)."""
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from alert_jax import evaluate
-from alert_jax.config import parse_override
-from alert_jax.sweep import (SweepError, _override_text, evaluate_argv, expand_sweep, format_plan, register, select,
-                             size_label)
+from alert_jax.cli import main
+from alert_jax.cli.evaluate import eval_config_from_args, register as register_evaluate
+from alert_jax.config import eval_config_for, parse_override
+from alert_jax.model.presets import size_label
+from alert_jax.sweep import SweepError, _override_text, expand_sweep, format_plan, select
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "launch" / "sweeps" / "demo_scaling.yaml"
@@ -108,10 +108,7 @@ def test_plan_text_marks_finished_runs(tmp_path: Path) -> None:
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 def test_dry_run_prints_the_plan_and_logs_it(tmp_path: Path, capsys) -> None:
@@ -127,16 +124,30 @@ def test_dry_run_prints_the_plan_and_logs_it(tmp_path: Path, capsys) -> None:
     assert not (out / "tiny-cot").exists()
 
 
-def test_evaluate_arguments_parse_into_the_configs_eval_settings(tmp_path: Path) -> None:
+def test_a_runs_evaluation_takes_the_configs_eval_settings(tmp_path: Path) -> None:
     cfg = expand_sweep(ALERT, tmp_path)[-1].config()  # 13b-cot-s2
+    ev = eval_config_for(cfg, "cot")
+    assert (ev.suite, ev.templates, ev.max_new_tokens, ev.batch_size, ev.dtype) == (
+        "alert", ("T1", "T2", "T3", "T4", "T5"), 256, 16, "bfloat16")
+    assert (ev.label, ev.variant, ev.size, ev.tokenizer, ev.data_root) == ("opt-13b", "cot", "13b", "", "")
+
+
+def test_evaluate_command_with_a_config_evaluates_like_the_sweep(tmp_path: Path) -> None:
+    """`alert-jax evaluate --config C` (what the launch scripts run) gives the sweep's EvalConfig; flags win."""
+    import argparse
+
+    run = expand_sweep(ALERT, tmp_path)[-1]
+    config = tmp_path / "experiment.yaml"
+    config.write_text(run.config_path.read_text())
     parser = argparse.ArgumentParser()
-    evaluate.register(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", *evaluate_argv(cfg, "runs/x", tmp_path / "eval", "cot")])
-    assert (args.model, args.suite, args.workdir, args.templates) == ("runs/x", "alert", tmp_path / "eval",
-                                                                       ("T1", "T2", "T3", "T4", "T5"))
-    assert (args.max_new_tokens, args.batch_size, args.dtype) == (256, 16, "bfloat16")
-    assert (args.label, args.variant, args.size, args.tokenizer, args.data_root) == ("opt-13b", "cot", "13b", None,
-                                                                                     None)
+    register_evaluate(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--model", "runs/x", "--workdir", str(tmp_path / "eval"), "--config",
+                              str(run.config_path), *[a for o in run.overrides for a in ("--set", o)]])
+    assert eval_config_from_args(args) == eval_config_for(run.config(), "cot")
+    args = parser.parse_args(["evaluate", "--model", "runs/x", "--workdir", "w", "--config", str(run.config_path),
+                              "--variant", "pretrained", "--templates", "T1,T5", "--max-new-tokens", "8"])
+    ev = eval_config_from_args(args)
+    assert (ev.variant, ev.templates, ev.max_new_tokens) == ("pretrained", ("T1", "T5"), 8)
 
 
 @pytest.mark.parametrize("name, size", [("opt-1.3b", "1.3b"), ("/models/opt-13b", "13b"), ("/models/mine", "")])

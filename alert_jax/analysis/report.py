@@ -8,7 +8,6 @@ their own per-skill tables and all metrics go to the CSVs.
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -238,23 +237,3 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
     report = out_dir / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
     return report
-
-
-def _run(args: argparse.Namespace) -> int:
-    overlap = load_overlap(args.overlap) if args.overlap else None
-    print(write_report(args.run_dirs, args.out, overlap))
-    return 0
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `report` subcommand to an argparse subparsers object (sets `func`)."""
-    parser = subparsers.add_parser(
-        "report", help="tables, CSVs and figures from the scores of one or more runs",
-        description="Read RUN_DIR/scores.jsonl (and RUN_DIR/overlap.json if present) from each run dir and "
-                    "write report.md, per_task.csv, per_skill.csv and PNG figures to --out.")
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--overlap", type=Path, metavar="JSON",
-                        help="task → overlap fraction; overrides the run dirs' overlap.json")
-    parser.set_defaults(func=_run)
-    return parser

@@ -533,8 +533,8 @@ READERS: dict[str, Callable[[Path], Task]] = {
 def read(kind: str, path: str | Path) -> Task:
     """Read `path` with the reader for source `kind` (a key of `READERS`)."""
     if kind not in READERS:
-        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(sorted(READERS))}")
+        raise DataFormatError(f"unknown source kind {kind!r}; known: {', '.join(sorted(READERS))}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory (source kind {kind!r})")
+        raise DataFormatError(f"{path}: no such file or directory (source kind {kind!r})")
     return READERS[kind](path)

@@ -22,6 +22,7 @@ import random
 import zlib
 from typing import Callable, Literal, NamedTuple
 
+from alert_jax.errors import AlertJaxError
 from alert_jax.data.example import Demonstration, Example, Task
 
 Pool = Literal["demo", "eval", "finetune"]
@@ -268,17 +269,17 @@ def _draw(spec: SyntheticTaskSpec, n: int, seed: int, pool: Pool) -> list[Synthe
         if instance.input not in drawn and _pool_of(spec.name, instance.input) == pool:
             drawn[instance.input] = instance
     if len(drawn) < n:
-        raise ValueError(f"{spec.name}: only {len(drawn)} distinct {pool} instances could be drawn, asked for {n}")
+        raise AlertJaxError(f"{spec.name}: only {len(drawn)} distinct {pool} instances could be drawn, asked for {n}")
     return list(drawn.values())
 
 
 def synthetic_task(name: str, n: int, seed: int = 0, pool: Pool = "eval") -> Task:
     """Task `name` with `n` instances from `pool` ("eval" or "finetune") and 2 demonstrations."""
     if name not in TASKS:
-        raise ValueError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
+        raise AlertJaxError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
     spec = TASKS[name]
     if pool == "finetune" and spec.split != "in_domain":
-        raise ValueError(f"{name} is a {spec.split} task; only in-domain tasks are finetuned on")
+        raise AlertJaxError(f"{name} is a {spec.split} task; only in-domain tasks are finetuned on")
     demos = _draw(spec, NUM_DEMONSTRATIONS, seed, "demo")
     examples = tuple(
         Example(

@@ -245,7 +245,7 @@ def build_finetune_mix(
     `<suite>-<variant>` otherwise, so mixes of different suites never overwrite each other.
     """
     if variant not in ("ft", "cot"):
-        raise ValueError(f"variant must be 'ft' or 'cot', got {variant!r}")
+        raise BuildError(f"variant must be 'ft' or 'cot', got {variant!r}")
     _check_data_root(suite, True, data_root)
     name = variant if suite == "finetune_mix" else _config_name(f"{Path(suite).stem}-{variant}")
     config = FinetuneMixConfig(

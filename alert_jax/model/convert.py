@@ -263,7 +263,7 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir}: exists and is not empty (pass overwrite=True to replace it)")
+        raise CheckpointFormatError(f"{out_dir}: exists and is not empty (pass overwrite=True to replace it)")
     layout = hf_layout(cfg)
     shards: list[list[TensorSlot]] = [[]]
     size = 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from alert_jax.errors import AlertJaxError
+
 
 @dataclasses.dataclass(frozen=True)
 class OPTConfig:
@@ -30,11 +32,11 @@ class OPTConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise AlertJaxError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
         if self.activation_function not in ("relu", "gelu"):
-            raise ValueError(f"activation_function {self.activation_function!r} is not supported (relu, gelu)")
+            raise AlertJaxError(f"activation_function {self.activation_function!r} is not supported (relu, gelu)")
 
     @property
     def embed_dim(self) -> int:
@@ -95,19 +97,29 @@ PRESETS: dict[str, OPTConfig] = {
 }
 
 
-def _preset_key(name: str) -> str:
-    key = str(name).split("/")[-1]
-    return key if key.startswith("opt-") else f"opt-{key}"
+def _preset_key(name: str) -> str | None:
+    """The PRESETS key a bare name means, or None: a name with a path separator is a path, never a preset,
+    so a mistyped checkpoint path such as `/data/models/opt-1.3b` cannot silently become a random init."""
+    name = str(name)
+    if "/" in name or "\\" in name or name.startswith((".", "~")):
+        return None
+    return name if name.startswith("opt-") else f"opt-{name}"
 
 
 def is_preset(name: str) -> bool:
-    """Whether `name` names a preset ("opt-1.3b", "1.3b" or "facebook/opt-1.3b")."""
+    """Whether `name` is a bare preset name ("opt-1.3b" or "1.3b")."""
     return _preset_key(name) in PRESETS
 
 
 def get_preset(name: str) -> OPTConfig:
-    """Look up a preset by name ("opt-1.3b", also accepting "1.3b" and "facebook/opt-1.3b")."""
+    """Look up a preset by its bare name ("opt-1.3b", also accepting "1.3b")."""
     key = _preset_key(name)
     if key not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
+        raise AlertJaxError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[key]
+
+
+def size_label(model_name: str) -> str:
+    """"1.3b" for `opt-1.3b` or `/path/to/opt-1.3b`; "" when the name's last component is no preset."""
+    last = str(model_name).rstrip("/").split("/")[-1]
+    return last.removeprefix("opt-") if is_preset(last) else ""

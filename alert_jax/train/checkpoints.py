@@ -51,7 +51,7 @@ def is_improvement(workdir: Path, val_ppl: float) -> bool:
 
 def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: float) -> None:
     """Replace `workdir/best` with this model, atomically (a crash leaves the previous best intact)."""
-    from alert_jax.api import save_model
+    from alert_jax.model.io import save_model
 
     workdir = Path(workdir)
     staging = workdir / f".best.step{step}"  # the same path on every host: orbax saves collectively

@@ -18,6 +18,7 @@ import numpy as np
 
 from alert_jax.config import DataConfig, TrainConfig
 from alert_jax.data import synthetic
+from alert_jax.errors import AlertJaxError
 from alert_jax.data.example import Task
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
 from alert_jax.data.suites import load_suite
@@ -41,7 +42,7 @@ def _finetune_tasks(cfg: DataConfig) -> list[Task]:
     suite = load_suite(cfg.suite)
     tasks = [task for entry, task in suite.load_tasks(cfg.data_root or None) if entry.split == "finetune"]
     if not tasks:
-        raise ValueError(f"data.suite={cfg.suite}: the suite has no tasks with split 'finetune'")
+        raise AlertJaxError(f"data.suite={cfg.suite}: the suite has no tasks with split 'finetune'")
     return [_first_examples(t, cfg.examples_per_task) for t in tasks]
 
 

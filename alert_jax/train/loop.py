@@ -22,9 +22,11 @@ import numpy as np
 import yaml
 from jax.sharding import NamedSharding, PartitionSpec
 
-from alert_jax.api import Model, dtype_from_name, load_model
 from alert_jax.config import ExperimentConfig, to_dict
 from alert_jax.data.packing import batches, steps_per_epoch
+from alert_jax.errors import AlertJaxError
+from alert_jax.model.io import load_model
+from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig, get_preset, is_preset
 from alert_jax.parallel.mesh import host_shard, make_mesh, maybe_initialize_distributed, resolve_mesh_shape
@@ -38,9 +40,10 @@ from alert_jax.parallel.rules import (
 )
 from alert_jax.train import checkpoints
 from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
-from alert_jax.train.metrics_log import METRICS_FILE, MetricsLog, truncate_after
+from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
 from alert_jax.train.step import TrainState, make_eval_step, make_train_step
+from alert_jax.workdir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def _devices_for(cfg: ExperimentConfig) -> list:
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
     """(architecture, sharded params, their shardings): a seeded sharded init or a loaded checkpoint."""
     runtime = _runtime(cfg)
-    if not Path(cfg.model.name).exists() and is_preset(cfg.model.name):
+    if is_preset(cfg.model.name):
         arch = _fit_vocab(get_preset(cfg.model.name), vocab_size, cfg.model.name)
         module = OPTForCausalLM(arch, runtime)
         params, shardings = sharded_init(partial(boxed_params, module), mesh, DEFAULT_RULES,
@@ -82,7 +85,7 @@ def _fit_vocab(arch: OPTConfig, vocab_size: int, name: str) -> OPTConfig:
     Only random inits are resized; a checkpoint keeps its table.
     """
     if vocab_size > arch.vocab_size:
-        raise ValueError(f"model.name={name}: vocab {arch.vocab_size} is smaller than the tokenizer's {vocab_size}")
+        raise AlertJaxError(f"model.name={name}: vocab {arch.vocab_size} is smaller than the tokenizer's {vocab_size}")
     return dataclasses.replace(arch, vocab_size=-(-vocab_size // 8) * 8)
 
 
@@ -91,17 +94,34 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, workdir: Path):
         maybe_initialize_distributed()
-        self.cfg, self.workdir = cfg, Path(workdir)
+        self.cfg, self.run_dir = cfg, RunDir(workdir)
+        self.workdir = self.run_dir.root
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.is_main = jax.process_index() == 0
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
         self.mesh = make_mesh(cfg.mesh, _devices_for(cfg))
+        self._prepare_data()
+        state = self._initial_state()
+        self._compile_steps(state)
+        self.state = self._restore(state)
+        self.metrics = MetricsLog(self.workdir, enabled=self.is_main)
+        if self.is_main:
+            truncate_after(self.run_dir.metrics, int(self.state.step) // self.accum)
+            self.run_dir.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    def _prepare_data(self) -> None:
+        """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""
+        cfg = self.cfg
         pairs = functools.cache(lambda: text_pairs(cfg.data))  # read the corpus at most once
         self.tokenizer = resolve_tokenizer(cfg.data, self.workdir, pairs)
         self.splits = packed_splits(cfg.data, cfg.train, self.tokenizer, self.workdir, pairs)
         self._check_batch()
         self.validation_rows = pad_rows(self.splits["validation"].arrays, cfg.train.batch_size)
+
+    def _initial_state(self) -> TrainState:
+        """Sharded params (seeded init or a checkpoint) and AdamW state sharded like them, at step 0."""
+        cfg = self.cfg
         self.arch, params, param_sh = initial_params(cfg, self.mesh, self.tokenizer.vocab_size)
         self.module = OPTForCausalLM(self.arch, _runtime(cfg))
         self.tx = make_optimizer(cfg.optim, cfg.train.steps)
@@ -109,8 +129,12 @@ class Trainer:
         opt_shardings = optimizer_state_shardings(self.tx, params, param_sh, self.mesh)
         with logical_sharding(self.mesh, DEFAULT_RULES):
             opt_state = jax.jit(self.tx.init, out_shardings=opt_shardings)(params)
+        step = jax.device_put(jnp.zeros((), jnp.int32), NamedSharding(self.mesh, PartitionSpec()))
+        return TrainState(step, params, opt_state)
+
+    def _compile_steps(self, state: TrainState) -> None:
+        """The jitted train and eval steps, with the state's shardings pinned in and out (state donated)."""
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state)
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
         self.train_step = jax.jit(make_train_step(self.module, self.tx), donate_argnums=0,
@@ -119,23 +143,22 @@ class Trainer:
         self.eval_step = jax.jit(make_eval_step(self.module),
                                  in_shardings=(self.state_shardings.params, self.batch_sharding),
                                  out_shardings=replicated)
-        self.manager = checkpoints.checkpoint_manager(self.workdir, cfg.train.keep_checkpoints,
-                                                      cfg.train.async_checkpointing)
+
+    def _restore(self, state: TrainState) -> TrainState:
+        """The latest checkpoint restored into `state`'s shardings, or `state` itself for a fresh run."""
+        self.manager = checkpoints.checkpoint_manager(self.workdir, self.cfg.train.keep_checkpoints,
+                                                      self.cfg.train.async_checkpointing)
         restored = checkpoints.restore_state(self.manager, state)
-        self.state = restored if restored is not None else state
-        self.metrics = MetricsLog(self.workdir, enabled=self.is_main)
-        if self.is_main:
-            truncate_after(self.workdir / METRICS_FILE, int(self.state.step) // self.accum)
-            (self.workdir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return restored if restored is not None else state
 
     def _check_batch(self) -> None:
         shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         if self.cfg.train.batch_size % shards:
-            raise ValueError(f"train.batch_size={self.cfg.train.batch_size} must be divisible by "
+            raise AlertJaxError(f"train.batch_size={self.cfg.train.batch_size} must be divisible by "
                              f"mesh.data*mesh.fsdp={shards}")
         rows = len(self.splits["train"].arrays["inputs"])
         if rows < self.cfg.train.batch_size:
-            raise ValueError(f"train.batch_size={self.cfg.train.batch_size} exceeds the {rows} packed training rows")
+            raise AlertJaxError(f"train.batch_size={self.cfg.train.batch_size} exceeds the {rows} packed training rows")
 
     def _global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.batch_sharding, v) for k, v in local.items()}

@@ -1,7 +1,8 @@
-"""The `alert-jax` entry point; each subcommand lives next to the code it drives and registers itself.
+"""The `alert-jax` command line: one module per verb, each turning argparse into one call into the core.
 
-Bad input (a `ValueError`/`OSError` subclass naming its file, line or key) becomes one line on stderr and
-exit status 2 — no traceback for a user's typo.
+This package is the only place argparse appears. A bad input — any `AlertJaxError`, which names its file,
+line or key — becomes one line on stderr and exit status 2; any other exception is a bug in alert_jax and
+keeps its traceback (exit status 1), so real bugs are never disguised as user typos.
 """
 from __future__ import annotations
 
@@ -11,23 +12,18 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-COMMAND_MODULES = (
-    "alert_jax.demo",
-    "alert_jax.train.commands",
-    "alert_jax.evaluate",
-    "alert_jax.analysis.report",
-    "alert_jax.model.commands",
-    "alert_jax.data.commands",
-    "alert_jax.sweep",
-)
+from alert_jax.errors import AlertJaxError
+
+VERBS = ("demo", "finetune", "evaluate", "report", "convert", "data", "sweep")
+EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alert-jax", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for verb in VERBS:
+        importlib.import_module(f"alert_jax.cli.{verb}").register(subparsers)
     return parser
 
 
@@ -37,10 +33,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except AlertJaxError as exc:
+        message = " ".join(str(exc).split("\n"))
         print(f"alert-jax {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

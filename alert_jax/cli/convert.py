@@ -5,7 +5,8 @@ import argparse
 
 
 def _run(args: argparse.Namespace) -> int:
-    from alert_jax.api import Model, load_model, save_hf, save_model
+    from alert_jax.model.io import load_model, save_hf, save_model
+    from alert_jax.model.model import Model
     from alert_jax.model.convert import load_metaseq
 
     if args.source_format == "metaseq":

@@ -1,0 +1,63 @@
+"""`Model`: an OPT architecture, its params and how to run it — the one type training, generation and
+evaluation pass around — plus seeded init and the plain forward pass (`logits`)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alert_jax.errors import AlertJaxError
+from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
+from alert_jax.model.presets import OPTConfig
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass
+class Model:
+    """An OPT architecture, its (unboxed) params and how to run it."""
+
+    config: OPTConfig
+    params: Any
+    runtime: RuntimeOptions = RuntimeOptions()
+
+    @property
+    def module(self) -> OPTForCausalLM:
+        return OPTForCausalLM(self.config, self.runtime)
+
+
+def dtype_from_name(name: str | Any) -> Any:
+    if not isinstance(name, str):
+        return name
+    if name not in _DTYPES:
+        raise AlertJaxError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def init_params(config: OPTConfig, runtime: RuntimeOptions, seed: int = 0) -> Any:
+    """Random params, initialised inside jit so only the final arrays are materialised."""
+    module = OPTForCausalLM(config, runtime)
+    return jax.jit(lambda key: nn.meta.unbox(boxed_params(module, key)))(jax.random.PRNGKey(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _forward(module: OPTForCausalLM):
+    def run(params, input_ids, attention_mask, segment_ids, positions):
+        out, _ = module.apply({"params": params}, input_ids, attention_mask, segment_ids=segment_ids,
+                              positions=positions)
+        return out
+
+    return jax.jit(run)
+
+
+def logits(model: Model, input_ids, attention_mask=None, *, segment_ids=None, positions=None) -> np.ndarray:
+    """float32 logits [B, T, V] (plain, left-padded, or packed with segment ids + positions)."""
+    as_int = lambda x: None if x is None else jnp.asarray(np.asarray(x), jnp.int32)
+    out = _forward(model.module)(model.params, as_int(input_ids), as_int(attention_mask), as_int(segment_ids),
+                                 as_int(positions))
+    return np.asarray(out, dtype=np.float32)
