@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alert_jax.cli import build_parser
+from alert_jax.cli.evaluate import eval_config_from_args
 from alert_jax.config import load_config
 from alert_jax.data.suites import load_suite
 from alert_jax.model.presets import PRESETS
@@ -110,8 +112,11 @@ def test_single_host_runs_finetune_then_the_configs_evaluation(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     finetune, evaluate = result.stdout.splitlines()
     assert finetune == f"finetune --config configs/experiments/demo.yaml --workdir {workdir} --set data.variant=ft"
-    assert evaluate.startswith(f"evaluate --model {workdir} --suite synthetic --workdir {workdir}/eval ")
-    assert "--variant ft" in evaluate and "--max-examples 20" in evaluate and "--label opt-tiny" in evaluate
+    assert evaluate == (f"evaluate --config configs/experiments/demo.yaml --model {workdir} --workdir {workdir}/eval "
+                        "--set data.variant=ft")
+    args = build_parser().parse_args(evaluate.split())
+    ev = eval_config_from_args(args)
+    assert (ev.suite, ev.variant, ev.max_examples_per_task, ev.label) == ("synthetic", "ft", 20, "opt-tiny")
 
 
 def test_multi_host_checks_the_process_id(tmp_path: Path) -> None:
