@@ -6,11 +6,12 @@ import logging
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 import alert_jax
 from alert_jax.generation import GenerationError, _nucleus_filter, bucket_length, generate, generate_text
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 from tests.hf_reference import VOCAB, left_padded_batch, tiny_hf_opt
 
 PAD, BOS = 1, 2

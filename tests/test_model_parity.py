@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import transformers
 
 import alert_jax
+
+transformers = pytest.importorskip("transformers")
 from tests.hf_reference import hf_logits, left_padded_batch, save_tiny
 
 TOL = 1e-4

@@ -12,14 +12,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import torch
 
 import alert_jax
 from alert_jax.config import load_config
 from alert_jax.data.packing import pack
 from alert_jax.train.loop import Trainer
 from alert_jax.train.step import loss_sums
-from tests.hf_reference import save_tiny
 
 TINY_RUN = ["model.name=opt-micro", "train.steps=12", "train.batch_size=8", "train.seq_len=128", "train.log_every=1", "train.eval_every=6",
             "train.checkpoint_every=4", "data.examples_per_task=40", "data.vocab_size=512", "optim.warmup_steps=3",
@@ -31,6 +29,8 @@ def _losses(workdir: Path) -> list[float]:
 
 
 def test_packed_loss_equals_each_example_alone_in_torch(tmp_path):
+    from tests.hf_reference import save_tiny, torch
+
     hf_model, directory = save_tiny(tmp_path, True)
     model = alert_jax.load_model(directory)
     rng = np.random.RandomState(0)

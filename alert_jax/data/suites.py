@@ -32,6 +32,7 @@ import yaml
 
 from alert_jax.data import readers, synthetic
 from alert_jax.data.example import Task
+from alert_jax.shipped import CONFIGS_DIR
 
 SKILLS: tuple[str, ...] = (
     "logical", "causal", "commonsense", "entailment", "mathematics",
@@ -39,7 +40,7 @@ SKILLS: tuple[str, ...] = (
 )
 SPLITS: tuple[str, ...] = ("in_domain", "held_out", "dev", "finetune")
 SYNTHETIC_SOURCE = "synthetic"
-SUITES_DIR = Path(__file__).resolve().parents[2] / "configs" / "suites"
+SUITES_DIR = CONFIGS_DIR / "suites"
 
 _SUITE_KEYS = {"name", "description", "tasks", "synthetic_examples", "synthetic_finetune_examples", "synthetic_seed"}
 _TASK_KEYS = {"task", "skill", "split", "source", "path", "provenance"}

@@ -76,14 +76,23 @@ def text_pairs(cfg: DataConfig) -> SplitPairs:
 
 def resolve_tokenizer(cfg: DataConfig, workdir: Path, pairs: Callable[[], SplitPairs]) -> Tokenizer:
     """The configured tokenizer, or (empty `data.tokenizer`) sentencepiece trained once per workdir on the run's
-    own training text (`pairs()` is called only then)."""
+    own training text (`pairs()` is called only then).
+
+    `data.vocab_size` is an upper bound there: a small corpus (a short demo run) cannot support every piece of a
+    model-sized vocabulary, and failing a shipped config over it helps nobody, so the tokenizer gets as many
+    pieces as the corpus supports and a warning names the shortfall.
+    """
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)
     directory = workdir / "tokenizer"
     if not directory.exists():
         train, _ = pairs()
         corpus = [f"{prompt}{PROMPT_TARGET_SEPARATOR}{target}" for prompt, target in train]
-        SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0).save(directory)
+        trained = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0, vocab_size_is_limit=True)
+        if trained.vocab_size < cfg.vocab_size:
+            log.warning("data.vocab_size=%d: the training text supports only %d sentencepiece pieces; using %d",
+                        cfg.vocab_size, trained.vocab_size, trained.vocab_size)
+        trained.save(directory)
     return load_tokenizer(directory)
 
 
