@@ -125,12 +125,12 @@ def world_corpus(examples: int) -> list[str]:
 
 def _overlap(workdir: Path, cfg: ExperimentConfig) -> None:
     from alert_jax.analysis.overlap import vocabulary_overlap, write_overlap_json
-    from alert_jax.data.suites import load_suite
+    from alert_jax.data.suites import SCORED_SPLITS, load_suite
     from alert_jax.train.corpus import text_pairs
 
     train, _ = text_pairs(dataclasses.replace(cfg.data, variant="cot"))
     tasks = {entry.task: [ex.input for ex in task.examples] + [r for ex in task.examples for r in ex.references]
-             for entry, task in load_suite(cfg.eval.suite).load_tasks() if entry.split in ("in_domain", "held_out")}
+             for entry, task in load_suite(cfg.eval.suite).load_tasks() if entry.split in SCORED_SPLITS}
     write_overlap_json(vocabulary_overlap([p + " " + t for p, t in train], tasks), workdir / "overlap.json")
 
 

@@ -39,6 +39,7 @@ SKILLS: tuple[str, ...] = (
     "abductive", "spatial", "analogical", "argument", "deductive",
 )
 SPLITS: tuple[str, ...] = ("in_domain", "held_out", "dev", "finetune")
+SCORED_SPLITS: tuple[str, ...] = ("in_domain", "held_out")
 SYNTHETIC_SOURCE = "synthetic"
 SUITES_DIR = CONFIGS_DIR / "suites"
 
@@ -78,7 +79,7 @@ class Suite:
     @property
     def eval_tasks(self) -> tuple[SuiteTask, ...]:
         """Tasks that are scored: in-domain and held-out."""
-        return self._with_split("in_domain", "held_out")
+        return self._with_split(*SCORED_SPLITS)
 
     @property
     def dev_tasks(self) -> tuple[SuiteTask, ...]:
