@@ -2,6 +2,7 @@
 arguments; requirements*.txt say what pyproject says; a wheel carries the shipped YAML."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -167,7 +168,13 @@ def test_requirements_files_are_pyprojects_runtime_and_test_dependencies() -> No
 @pytest.mark.slow
 def test_a_regular_install_finds_the_shipped_configs(tmp_path: Path) -> None:
     """A non-editable wheel carries configs/ (through the alert_jax/configs link), so the demo and suites load."""
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree and would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("alert_jax", "configs"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")

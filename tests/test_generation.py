@@ -1,5 +1,5 @@
 """Batched KV-cache generation: token-for-token parity with transformers' greedy `generate`, stopping, sampling,
-and compile bucketing (DESIGN.md §3: greedy generation equals HF's greedy output)."""
+and compile bucketing (docs/contracts.md, "Numerics": greedy generation equals HF's greedy output)."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""Logits of our Flax OPT equal transformers' PyTorch OPT (DESIGN.md §3 numerics)."""
+"""Logits of our Flax OPT equal transformers' PyTorch OPT (docs/contracts.md, "Numerics")."""
 from __future__ import annotations
 
 import numpy as np
