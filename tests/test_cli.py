@@ -37,6 +37,7 @@ def test_unknown_config_key_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_convert_hf_to_native_and_back(tmp_path):
     from tests.hf_reference import hf_logits, left_padded_batch, save_tiny
 

@@ -50,6 +50,7 @@ def test_packed_loss_equals_each_example_alone_in_torch(tmp_path):
     assert abs(float(ours.loss) - total) <= 1e-4 * total
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_loss_curve_is_the_same_on_every_mesh_and_params_are_really_sharded(tmp_path):
     curves = {}
     for shape in ((1, 1, 1), (8, 1, 1), (2, 4, 1), (1, 4, 2)):
@@ -82,6 +83,7 @@ finetune(load_config(None, sys.argv[2:]), sys.argv[1])
 """
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
     reference = tmp_path / "reference"
     Trainer(load_config(None, TINY_RUN + ["mesh.fsdp=1"]), reference).run()

@@ -36,8 +36,8 @@ from typing import Any, Iterator, Literal, Optional
 import tensorflow_datasets as tfds
 
 from alert_jax.data import suites, templates
-from alert_jax.data.splits import is_validation
 from alert_jax.data.example import Demonstration, Example, Task
+from alert_jax.data.splits import is_validation
 
 Variant = Literal["ft", "cot"]
 FINETUNE_BUILDER = "alert_finetune_mix"
