@@ -62,12 +62,13 @@ class DataConfig:
 
     suite: str = "synthetic"  # finetuning mix: a suite name or YAML path
     validation_suite: str = "synthetic"  # its `dev` tasks give the checkpoint-selection perplexity;
-    # "" = hold out `validation_fraction` of the finetuning examples instead
+    # "" = hold out `validation_fraction` of the finetuning examples instead (alert_jax/data/splits.py)
     data_root: str = ""  # directory holding the raw files a suite refers to
+    tfds_dir: str = ""  # a `alert-jax data build finetune` output to read instead of raw files (its split is used)
     variant: str = "cot"  # "ft" (answer only) or "cot" (rationale + answer)
     tokenizer: str = ""  # tokenizer directory; empty = train sentencepiece on the corpus
     vocab_size: int = 1024  # for a sentencepiece tokenizer trained on the corpus
-    examples_per_task: int = 200
+    examples_per_task: int = 200  # training examples per finetuning task (0 = all)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
 
@@ -109,6 +110,7 @@ class EvalConfig:
     dtype: str = "float32"  # compute dtype of the evaluated model
     tokenizer: str = ""  # "" = MODEL/tokenizer, else the model directory's own (HF)
     data_root: str = ""  # root that the suite's file paths are relative to
+    tfds_dir: str = ""  # a `alert-jax data build eval` output holding the suite, read instead of raw files
     skip_missing: bool = False  # skip suite tasks whose data file is absent
     label: str = ""  # model name in the outputs; "" = the model path's last component
     variant: str = "pretrained"  # pretrained, ft, cot, ...

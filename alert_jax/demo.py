@@ -1,12 +1,14 @@
 """`alert-jax demo`: the whole ALERT study in miniature, on CPU, in minutes.
 
-Stages (each resumable — re-running the command skips finished work):
+The demo is the demo experiment (`configs/experiments/demo.yaml`) plus its stages
+(`configs/studies/demo.yaml`); every number comes from those two files. Stages (each resumable — re-running
+the command skips finished work):
   1. a sentencepiece tokenizer trained on the synthetic world's text;
   2. "pretraining" the tiny OPT on narrative text of that world (so the pretrained baseline knows the
      words, not the tasks);
   3. finetuning two variants from it on the synthetic finetuning tasks: FT (answers) and CoT
      (rationale + "The answer is …"), each checkpoint chosen by development-set perplexity;
-  4. evaluating pretrained, FT and CoT on the synthetic suite under templates T1–T5;
+  4. evaluating pretrained, FT and CoT on the synthetic suite under the experiment's templates;
   5. vocabulary overlap between the finetuning corpus and each evaluation task, and the report.
 """
 from __future__ import annotations
@@ -15,58 +17,99 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
+import yaml
+
+from alert_jax.config import ConfigError, ExperimentConfig, load_config, parse_override
 from alert_jax.data import synthetic
-from alert_jax.data.templates import TEMPLATES, render_prompt
+from alert_jax.data.templates import render_prompt
+from alert_jax.shipped import CONFIGS_DIR
 from alert_jax.train.corpus import task_pairs
 
+DEMO_STUDY = CONFIGS_DIR / "studies" / "demo.yaml"
+STAGES = ("pretrain", "finetune")
 VARIANTS = ("ft", "cot")
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    model: str = "opt-tiny"
-    vocab_size: int = 1024
-    seq_len: int = 256
-    batch_size: int = 8
-    pretrain_steps: int = 200
-    finetune_steps: int = 250
-    learning_rate: float = 2e-3
-    finetune_examples_per_task: int = 300
-    eval_examples_per_task: int = 16
-    templates: tuple[str, ...] = TEMPLATES
-    max_new_tokens: int = 40
-    eval_batch_size: int = 64
+class DemoPlan:
+    """The demo's stage configs, fully resolved: `pretrain` trains the base model, `finetune` is run once per
+    variant from it (its model name is the base model's label in the report, its `eval` section the evaluation)."""
+
+    pretrain: ExperimentConfig
+    finetune: ExperimentConfig
 
 
-QUICK = DemoConfig(pretrain_steps=60, finetune_steps=120, finetune_examples_per_task=200, eval_examples_per_task=6,
-                   templates=("T1", "T5"))
+def demo_plan(quick: bool = False, overrides: Sequence[str] = (), study: str | Path = DEMO_STUDY) -> DemoPlan:
+    """The study's experiment with each stage's overrides, `quick`'s overrides for the stage when asked for, then
+    `overrides` (`KEY=VALUE` for every stage, `STAGE.KEY=VALUE` for one stage) — the `--set` of `alert-jax demo`."""
+    study = Path(study)
+    raw = _read_study(study)
+    shared, per_stage = _split_overrides(overrides)
+    configs = {}
+    for stage in STAGES:
+        stage_overrides = [*raw["stages"][stage], *(raw["quick"][stage] if quick else []), *shared, *per_stage[stage]]
+        configs[stage] = load_config(study.parent / raw["experiment"], stage_overrides)
+    return DemoPlan(**configs)
+
+
+def _read_study(path: Path) -> dict[str, Any]:
+    """The study file, checked: `experiment` (a path relative to the file), and `stages` and `quick`, each a list
+    of `KEY=VALUE` overrides per stage."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) != {"experiment", "stages", "quick"}:
+        raise ConfigError(f"{path}: expected exactly the keys experiment, stages, quick")
+    if not isinstance(raw["experiment"], str):
+        raise ConfigError(f"{path}: experiment: expected a path, got {raw['experiment']!r}")
+    for section in ("stages", "quick"):
+        lists = raw[section]
+        if not isinstance(lists, dict) or set(lists) != set(STAGES):
+            raise ConfigError(f"{path}: {section}: expected one override list per stage ({', '.join(STAGES)})")
+        for stage, items in lists.items():
+            if not isinstance(items, list) or not all(isinstance(item, str) and "=" in item for item in items):
+                raise ConfigError(f"{path}: {section}.{stage}: expected a list of KEY=VALUE overrides")
+    return raw
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(overrides for every stage, overrides per stage with the `STAGE.` prefix removed)."""
+    shared: list[str] = []
+    per_stage: dict[str, list[str]] = {stage: [] for stage in STAGES}
+    for text in overrides:
+        key, _ = parse_override(text)
+        stage, _, rest = key.partition(".")
+        if stage in per_stage:
+            per_stage[stage].append(text.split(".", 1)[1])
+        else:
+            shared.append(text)
+    return shared, per_stage
 
 
 def _stage(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _train(demo: DemoConfig, workdir: Path, tokenizer: Path, init: str, suite: str, variant: str, steps: int) -> None:
-    from alert_jax.config import load_config
+def _train(cfg: ExperimentConfig, workdir: Path) -> None:
     from alert_jax.train.checkpoints import best_model_dir
     from alert_jax.train.loop import finetune
 
     if best_model_dir(workdir) is not None and (workdir / "metrics.jsonl").exists():
         done = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        if done and done[-1] >= steps:
+        if done and done[-1] >= cfg.train.steps:
             _stage(f"{workdir.name}: already trained")
             return
-    overrides = [
-        f"model.name={init}", f"data.suite={suite}", f"data.variant={variant}", f"data.tokenizer={tokenizer}",
-        f"data.examples_per_task={demo.finetune_examples_per_task}", f"train.steps={steps}",
-        f"train.batch_size={demo.batch_size}", f"train.seq_len={demo.seq_len}", f"train.log_every={max(steps // 20, 1)}",
-        f"train.eval_every={max(steps // 5, 1)}", f"train.checkpoint_every={max(steps // 2, 1)}",
-        "train.eval_batches=0", f"optim.learning_rate={demo.learning_rate}", f"optim.warmup_steps={max(steps // 10, 1)}",
-        "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1",
-    ]
-    last = finetune(load_config(None, overrides), workdir)
+    last = finetune(cfg, workdir)
     _stage(f"{workdir.name}: loss {last.get('loss', float('nan')):.3f}, dev perplexity {last.get('val_ppl', float('nan')):.2f}")
+
+
+def _with(cfg: ExperimentConfig, *, model: str | None = None, **data: Any) -> ExperimentConfig:
+    """`cfg` trained from `model` (a preset or a workdir) with the given `data` fields replaced."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model or cfg.model.name),
+                               data=dataclasses.replace(cfg.data, **data))
 
 
 def world_corpus(examples: int) -> list[str]:
@@ -80,46 +123,45 @@ def world_corpus(examples: int) -> list[str]:
     return texts
 
 
-def _overlap(workdir: Path, demo: DemoConfig) -> None:
+def _overlap(workdir: Path, cfg: ExperimentConfig) -> None:
     from alert_jax.analysis.overlap import vocabulary_overlap, write_overlap_json
-    from alert_jax.config import DataConfig
-    from alert_jax.data.suites import load_suite
+    from alert_jax.data.suites import SCORED_SPLITS, load_suite
     from alert_jax.train.corpus import text_pairs
 
-    train, _ = text_pairs(DataConfig(suite="synthetic", variant="cot", examples_per_task=demo.finetune_examples_per_task))
+    train, _ = text_pairs(dataclasses.replace(cfg.data, variant="cot"))
     tasks = {entry.task: [ex.input for ex in task.examples] + [r for ex in task.examples for r in ex.references]
-             for entry, task in load_suite("synthetic").load_tasks() if entry.split in ("in_domain", "held_out")}
+             for entry, task in load_suite(cfg.eval.suite).load_tasks() if entry.split in SCORED_SPLITS}
     write_overlap_json(vocabulary_overlap([p + " " + t for p, t in train], tasks), workdir / "overlap.json")
 
 
-def run_demo(workdir: str | Path, demo: DemoConfig = DemoConfig()) -> Path:
-    """Run every stage into `workdir`; returns the report path."""
+def run_demo(workdir: str | Path, plan: DemoPlan | None = None) -> Path:
+    """Run every stage of `plan` (default: the shipped study as it is) into `workdir`; returns the report path."""
     from alert_jax.analysis.report import write_report
+    from alert_jax.config import eval_config_for
     from alert_jax.data.tokenizer import SentencePieceTokenizer
-    from alert_jax.config import EvalConfig
     from alert_jax.evaluate import evaluate
 
+    plan = plan or demo_plan()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tokenizer = workdir / "tokenizer"
     if not tokenizer.exists():
         _stage("training the sentencepiece tokenizer on the synthetic corpus")
-        corpus = world_corpus(demo.finetune_examples_per_task)
-        SentencePieceTokenizer.train(corpus, vocab_size=demo.vocab_size, seed=0).save(tokenizer)
-    _stage(f"pretraining {demo.model} on narrative text ({demo.pretrain_steps} steps)")
-    _train(demo, workdir / "pretrained", tokenizer, demo.model, "synthetic-pretrain", "ft", demo.pretrain_steps)
+        corpus = world_corpus(plan.finetune.data.examples_per_task)
+        SentencePieceTokenizer.train(corpus, vocab_size=plan.finetune.data.vocab_size, seed=0).save(tokenizer)
+    pretrain = _with(plan.pretrain, tokenizer=str(tokenizer))
+    _stage(f"pretraining {pretrain.model.name} on narrative text ({pretrain.train.steps} steps)")
+    _train(pretrain, workdir / "pretrained")
+    finetune = _with(plan.finetune, tokenizer=str(tokenizer))
     for variant in VARIANTS:
-        _stage(f"finetuning the {variant.upper()} variant ({demo.finetune_steps} steps)")
-        _train(demo, workdir / variant, tokenizer, str(workdir / "pretrained"), "synthetic", variant, demo.finetune_steps)
+        _stage(f"finetuning the {variant.upper()} variant ({finetune.train.steps} steps)")
+        _train(_with(finetune, model=str(workdir / "pretrained"), variant=variant), workdir / variant)
     evaluation = workdir / "eval"
     for variant in ("pretrained", *VARIANTS):
-        _stage(f"evaluating {variant} on the synthetic suite with {','.join(demo.templates)}")
-        cfg = EvalConfig(suite="synthetic", templates=demo.templates, tokenizer=str(tokenizer),
-                         max_new_tokens=demo.max_new_tokens, batch_size=demo.eval_batch_size,
-                         max_examples_per_task=demo.eval_examples_per_task, label=demo.model, variant=variant,
-                         size="tiny")
+        cfg = eval_config_for(finetune, variant)  # labelled by the base model: opt-tiny/pretrained, /ft, /cot
+        _stage(f"evaluating {variant} on the {cfg.suite} suite with {','.join(cfg.templates)}")
         evaluate(str(workdir / variant), cfg, evaluation)
-    _overlap(evaluation, demo)
+    _overlap(evaluation, finetune)
     report = write_report([evaluation], workdir / "report")
     _stage(f"report written to {report}")
     return report

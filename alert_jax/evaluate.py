@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 from alert_jax.analysis.report import SCORES_FILE
 from alert_jax.config import EvalConfig
 from alert_jax.data.example import Example, Task
-from alert_jax.data.suites import SuiteTask, load_suite
+from alert_jax.data.suites import SCORED_SPLITS, SuiteTask, load_suite
 from alert_jax.data.templates import TEMPLATES, extract_answer, render_prompt
 from alert_jax.metrics.aggregate import System
 from alert_jax.metrics.scores import METRICS, score
@@ -196,10 +196,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     existing = read_generations(generations_path)
     _check_label_is_this_model(existing, system, source, generations_path)
     done = {_record_key(r) for r in existing}
-    loaded = load_suite(cfg.suite)
-    scored = dataclasses.replace(loaded, tasks=loaded.eval_tasks)  # dev and finetune tasks are not scored
-    tasks = scored.load_tasks(cfg.data_root or None, skip_missing=cfg.skip_missing)
-    items = plan(tasks, cfg.templates, cfg.max_examples_per_task)
+    items = plan(_scored_tasks(cfg), cfg.templates, cfg.max_examples_per_task)
     todo = [item for item in items if _record_key(item.identity(system)) not in done]
     logger.info("evaluate %s on %s: %d of %d instances to generate (%d already in %s)", system.label, cfg.suite,
                 len(todo), len(items), len(items) - len(todo), generations_path)
@@ -211,6 +208,20 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     _write_atomically(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("wrote %d score rows to %s", len(rows), scores_path)
     return scores_path
+
+
+def _scored_tasks(cfg: EvalConfig) -> list[tuple[SuiteTask, Task]]:
+    """The suite's in-domain and held-out tasks (dev and finetune tasks are not scored), from raw files or, with
+    `eval.tfds_dir`, from an `alert-jax data build eval` output of the same suite."""
+    if cfg.tfds_dir:
+        from alert_jax.data.tfds_builders import eval_config_name, load_eval_tasks
+
+        built = load_eval_tasks(cfg.tfds_dir, eval_config_name(cfg.suite))
+        return [(SuiteTask(task=b.task.name, skill=b.skill, split=b.split, source="tfds", provenance=cfg.tfds_dir),
+                 b.task) for b in built if b.split in SCORED_SPLITS]
+    loaded = load_suite(cfg.suite)
+    scored = dataclasses.replace(loaded, tasks=loaded.eval_tasks)
+    return scored.load_tasks(cfg.data_root or None, skip_missing=cfg.skip_missing)
 
 
 def model_source(model: str | Path) -> str:

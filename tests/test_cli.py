@@ -13,7 +13,6 @@ import pytest
 import alert_jax
 import alert_jax.errors
 from alert_jax.cli import build_parser, main
-from tests.hf_reference import hf_logits, left_padded_batch, save_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,10 @@ def test_unknown_config_key_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_convert_hf_to_native_and_back(tmp_path):
+    from tests.hf_reference import hf_logits, left_padded_batch, save_tiny
+
     hf_model, directory = save_tiny(tmp_path, False)
     assert main(["convert", str(directory), "--to", "alert_jax", "--out", str(tmp_path / "native")]) == 0
     assert main(["convert", str(tmp_path / "native"), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
@@ -48,6 +50,8 @@ def test_convert_hf_to_native_and_back(tmp_path):
 
 
 def test_convert_refuses_to_overwrite(tmp_path, capsys):
+    from tests.hf_reference import save_tiny
+
     directory = save_tiny(tmp_path, True)[1]
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("keep")

@@ -1,37 +1,69 @@
-"""Shipped configs load and say what ALERT says; the launch scripts parse and check their arguments."""
+"""Shipped configs load, validate and run, and say what ALERT says; the launch scripts parse and check their
+arguments; requirements*.txt say what pyproject says; a wheel carries the shipped YAML."""
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from alert_jax.cli import build_parser
 from alert_jax.cli.evaluate import eval_config_from_args
-from alert_jax.config import load_config
+from alert_jax.config import ExperimentConfig, load_config
 from alert_jax.data.suites import load_suite
-from alert_jax.model.presets import PRESETS
+from alert_jax.data.templates import TEMPLATES
+from alert_jax.model.presets import get_preset
+from alert_jax.train.corpus import PRETRAIN_SUITE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
-MODELS = sorted((ROOT / "configs" / "models").glob("*.yaml"))
 SCRIPTS = sorted((ROOT / "launch").glob("*.sh"))
 ALERT = {"opt-1.3b-ft": ("opt-1.3b", "ft", 128), "opt-1.3b-cot": ("opt-1.3b", "cot", 128),
          "opt-13b-ft": ("opt-13b", "ft", 256), "opt-13b-cot": ("opt-13b", "cot", 256)}
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS + MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_config_loads(path: Path) -> None:
-    load_config(path)
+def _check_runnable(cfg: ExperimentConfig) -> None:
+    """What a run would find out only after start-up: the model, suites and templates exist and the shapes fit."""
+    arch = get_preset(cfg.model.name)
+    assert cfg.train.seq_len <= arch.max_position_embeddings
+    assert cfg.data.vocab_size <= arch.vocab_size
+    for suite in {cfg.data.suite, cfg.data.validation_suite, cfg.eval.suite} - {PRETRAIN_SUITE, ""}:
+        load_suite(suite)
+    assert load_suite(cfg.data.suite).finetune_tasks and load_suite(cfg.eval.suite).eval_tasks
+    assert cfg.data.variant in ("ft", "cot") and set(cfg.eval.templates) <= set(TEMPLATES)
+    fixed_shards = [n for n in (cfg.mesh.data, cfg.mesh.fsdp) if n > 0]
+    assert cfg.train.batch_size % max(1, *fixed_shards) == 0
 
 
-def test_one_model_config_per_preset_holding_only_a_model_section() -> None:
-    assert {p.stem for p in MODELS} == set(PRESETS)
-    for path in MODELS:
-        raw = yaml.safe_load(path.read_text())
-        assert list(raw) == ["model"] and raw["model"]["name"] == path.stem
-        assert load_config(path).model.name == path.stem
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_every_experiment_validates(path: Path) -> None:
+    _check_runnable(load_config(path))
+
+
+@pytest.mark.slow  # ~30 s on 2 busy cores, mostly compiling opt-tiny's steps
+def test_the_demo_experiment_finetunes_as_shipped(tmp_path: Path) -> None:
+    """configs/experiments/demo.yaml, its corpus-trained tokenizer included, for a few real steps."""
+    from alert_jax.train.loop import finetune
+
+    cfg = load_config(ROOT / "configs" / "experiments" / "demo.yaml",
+                      ["train.steps=2", "train.eval_every=2", "optim.warmup_steps=1", "data.examples_per_task=60"])
+    last = finetune(cfg, tmp_path / "run")
+    assert last["step"] == 2 and last["loss"] > 0 and last["val_ppl"] > 1
+    assert (tmp_path / "run" / "tokenizer").is_dir()
+
+
+def test_a_small_corpus_caps_the_tokenizer_vocabulary_with_a_warning(tmp_path: Path, caplog) -> None:
+    from alert_jax.config import DataConfig
+    from alert_jax.train.corpus import resolve_tokenizer
+
+    pairs = [("Question: what is two plus two?", "The answer is four."), ("Say hi.", "hi")]
+    tokenizer = resolve_tokenizer(DataConfig(vocab_size=1024), tmp_path, lambda: (pairs, []))
+    assert 259 < tokenizer.vocab_size < 1024  # byte fallback pieces + specials, and a few merges
+    assert f"supports only {tokenizer.vocab_size}" in caplog.text and "data.vocab_size=1024" in caplog.text
 
 
 @pytest.mark.parametrize("stem", sorted(ALERT))
@@ -116,10 +148,51 @@ def test_single_host_runs_finetune_then_the_configs_evaluation(tmp_path: Path) -
                         "--set data.variant=ft")
     args = build_parser().parse_args(evaluate.split())
     ev = eval_config_from_args(args)
-    assert (ev.suite, ev.variant, ev.max_examples_per_task, ev.label) == ("synthetic", "ft", 20, "opt-tiny")
+    assert (ev.suite, ev.variant, ev.label) == ("synthetic", "ft", "opt-tiny")
+    assert ev.max_examples_per_task == load_config(ROOT / "configs/experiments/demo.yaml").eval.max_examples_per_task
 
 
 def test_multi_host_checks_the_process_id(tmp_path: Path) -> None:
     result = _bash(str(ROOT / "launch" / "multi_host_gpu.sh"), "--config", "configs/experiments/demo.yaml",
                    "--workdir", str(tmp_path), "--coordinator", "h:1234", "--num-processes", "2", "--process-id", "2")
     assert result.returncode == 2 and "--process-id must be in 0..1" in result.stderr
+
+
+def _requirements(name: str) -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_requirements_files_are_pyprojects_runtime_and_test_dependencies() -> None:
+    """requirements.txt = [project] dependencies, requirements-test.txt = the `test` extra (other extras are
+    pyproject's alone)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert _requirements("requirements.txt") == project["dependencies"]
+    assert _requirements("requirements-test.txt") == project["optional-dependencies"]["test"]
+
+
+@pytest.mark.slow
+def test_a_regular_install_finds_the_shipped_configs(tmp_path: Path) -> None:
+    """A non-editable wheel carries configs/ (through the alert_jax/configs link), so the demo and suites load."""
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree and would leave build/ behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("alert_jax", "configs"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+        names = archive.namelist()
+    assert "alert_jax/configs/experiments/demo.yaml" in names and "alert_jax/configs/suites/alert.yaml" in names
+    assert not (tmp_path / "site" / "alert_jax" / "configs").is_symlink()
+    probe = ("import alert_jax.demo as d, alert_jax.data.suites as s; "
+             "print(d.demo_plan().finetune.train.steps, len(s.load_suite('alert').tasks), d.DEMO_STUDY)")
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr
+    steps, tasks, study = ran.stdout.split()
+    assert (steps, int(tasks) > 0) == ("250", True) and study.startswith(str(tmp_path / "site"))

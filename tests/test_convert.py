@@ -6,10 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import alert_jax
 from alert_jax.model.tensor_files import CheckpointFormatError, read_safetensors, write_safetensors
+
+torch = pytest.importorskip("torch")
 from tests.hf_reference import hf_logits, left_padded_batch, save_tiny
 
 

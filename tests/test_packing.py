@@ -1,4 +1,4 @@
-"""Packed rows per DESIGN.md §3, checked against hand-written arrays (seqio feature-converter style)."""
+"""Packed rows per docs/contracts.md ("Packed batch"), checked against hand-written arrays (seqio feature-converter style)."""
 from __future__ import annotations
 
 import logging

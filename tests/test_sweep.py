@@ -33,7 +33,7 @@ def test_demo_sweep_expands_the_grid_in_axis_order(tmp_path: Path) -> None:
     assert first.overrides == ("train.steps=200", "model.name=opt-micro", "data.variant=ft", "eval.max_new_tokens=16")
     assert first.workdir == tmp_path / "micro-ft" and first.finetune
     cfg = runs[3].config()
-    assert (cfg.model.name, cfg.data.variant, cfg.train.steps, cfg.eval.max_new_tokens) == ("opt-tiny", "cot", 200, 64)
+    assert (cfg.model.name, cfg.data.variant, cfg.train.steps, cfg.eval.max_new_tokens) == ("opt-tiny", "cot", 200, 40)
 
 
 def test_alert_sweep_covers_sizes_variants_and_seeds(tmp_path: Path) -> None:

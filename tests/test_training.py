@@ -12,14 +12,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import torch
 
 import alert_jax
 from alert_jax.config import load_config
 from alert_jax.data.packing import pack
 from alert_jax.train.loop import Trainer
 from alert_jax.train.step import loss_sums
-from tests.hf_reference import save_tiny
 
 TINY_RUN = ["model.name=opt-micro", "train.steps=12", "train.batch_size=8", "train.seq_len=128", "train.log_every=1", "train.eval_every=6",
             "train.checkpoint_every=4", "data.examples_per_task=40", "data.vocab_size=512", "optim.warmup_steps=3",
@@ -31,6 +29,8 @@ def _losses(workdir: Path) -> list[float]:
 
 
 def test_packed_loss_equals_each_example_alone_in_torch(tmp_path):
+    from tests.hf_reference import save_tiny, torch
+
     hf_model, directory = save_tiny(tmp_path, True)
     model = alert_jax.load_model(directory)
     rng = np.random.RandomState(0)
@@ -50,6 +50,7 @@ def test_packed_loss_equals_each_example_alone_in_torch(tmp_path):
     assert abs(float(ours.loss) - total) <= 1e-4 * total
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_loss_curve_is_the_same_on_every_mesh_and_params_are_really_sharded(tmp_path):
     curves = {}
     for shape in ((1, 1, 1), (8, 1, 1), (2, 4, 1), (1, 4, 2)):
@@ -82,6 +83,7 @@ finetune(load_config(None, sys.argv[2:]), sys.argv[1])
 """
 
 
+@pytest.mark.slow  # end to end: tens of seconds on 2 CPU cores
 def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
     reference = tmp_path / "reference"
     Trainer(load_config(None, TINY_RUN + ["mesh.fsdp=1"]), reference).run()

@@ -1,4 +1,4 @@
-"""Packing tokenized (prompt, target) examples into fixed-length rows (DESIGN.md §3 "Packed batch").
+"""Packing tokenized (prompt, target) examples into fixed-length rows (docs/contracts.md, "Packed batch").
 
 Every row has `seq_len` columns and five aligned arrays:
   inputs       int32   the example tokens, prompt then target, examples back to back, 0 on padding

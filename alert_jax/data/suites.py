@@ -32,14 +32,16 @@ import yaml
 
 from alert_jax.data import readers, synthetic
 from alert_jax.data.example import Task
+from alert_jax.shipped import CONFIGS_DIR
 
 SKILLS: tuple[str, ...] = (
     "logical", "causal", "commonsense", "entailment", "mathematics",
     "abductive", "spatial", "analogical", "argument", "deductive",
 )
 SPLITS: tuple[str, ...] = ("in_domain", "held_out", "dev", "finetune")
+SCORED_SPLITS: tuple[str, ...] = ("in_domain", "held_out")
 SYNTHETIC_SOURCE = "synthetic"
-SUITES_DIR = Path(__file__).resolve().parents[2] / "configs" / "suites"
+SUITES_DIR = CONFIGS_DIR / "suites"
 
 _SUITE_KEYS = {"name", "description", "tasks", "synthetic_examples", "synthetic_finetune_examples", "synthetic_seed"}
 _TASK_KEYS = {"task", "skill", "split", "source", "path", "provenance"}
@@ -77,7 +79,7 @@ class Suite:
     @property
     def eval_tasks(self) -> tuple[SuiteTask, ...]:
         """Tasks that are scored: in-domain and held-out."""
-        return self._with_split("in_domain", "held_out")
+        return self._with_split(*SCORED_SPLITS)
 
     @property
     def dev_tasks(self) -> tuple[SuiteTask, ...]:

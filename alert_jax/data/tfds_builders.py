@@ -7,14 +7,15 @@ no files.
 
 * `alert_finetune_mix` — configs `ft` and `cot` (targets: answer, or rationale + answer) over the
   suite's `finetune` entries; features `prompt`, `target`, `source` (the suite task), `id`; splits
-  `train`/`validation` chosen by a hash of (source, input text): an example's split never depends
-  on file order or on which other examples are present (ids are often positional), and duplicated
-  questions never straddle train and validation. Prompts use `templates.FINETUNE_TEMPLATE`.
+  `train`/`validation` chosen by `splits.is_validation` — the same rule the trainer applies to raw
+  files, so `data.tfds_dir` and raw files give a run the same rows. Prompts use
+  `templates.FINETUNE_TEMPLATE`. The trainer reads a build through `load_finetune_split`.
 * `alert_eval_suite` — one config per suite (named after it) over its non-finetune entries; one
   `test` split whose rows hold the template-independent fields of each instance plus its task,
   skill and suite split. Per-task fields (definition, demonstrations, categories, reasoning) are
   stored once, in the dataset's `metadata.json`, rather than repeated on every row. Absent
-  rationales and answers are stored as "" and read back as None.
+  rationales and answers are stored as "" and read back as None. `alert-jax evaluate` reads a build
+  through `load_eval_tasks` when `eval.tfds_dir` is set.
 
 Atomicity: TFDS writes into an `incomplete.*` directory but leaves the builder/config folders and a
 `downloads/` folder behind when generation fails. We therefore build in a hidden sibling of
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 
 from alert_jax.data import suites, templates
 from alert_jax.data.example import Demonstration, Example, Task
+from alert_jax.data.splits import is_validation
 
 Variant = Literal["ft", "cot"]
 FINETUNE_BUILDER = "alert_finetune_mix"
@@ -61,12 +62,6 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 class BuildError(AlertJaxError):
     """The suite yields nothing to build (e.g. every file skipped as missing)."""
-
-
-def is_validation(source: str, input_text: str, validation_percent: int) -> bool:
-    """Stable hash split on the example's own content (see module doc)."""
-    digest = hashlib.sha256(f"{source}\x00{input_text}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % 100 < validation_percent
 
 
 def _suite_subset(suite_name: str, keep_finetune: bool) -> suites.Suite:
@@ -104,7 +99,7 @@ class AlertFinetuneMix(_LocalBuilder):
         suite = _suite_subset(config.suite, keep_finetune=True)
         loaded = suite.load_tasks(dl_manager.manual_dir, skip_missing=config.skip_missing)
         in_validation = [
-            [is_validation(entry.task, example.input, config.validation_percent) for example in task.examples]
+            [is_validation(entry.task, example.input, config.validation_percent / 100) for example in task.examples]
             for entry, task in loaded
         ]
         sizes = {"validation": sum(map(sum, in_validation))}
@@ -230,6 +225,12 @@ def _build(builder_cls: type, config: tfds.core.BuilderConfig, data_root: Option
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def finetune_config_name(suite: str, variant: str) -> str:
+    """The build's config name: the variant for the default suite (`ft`, `cot`), `<suite>-<variant>` otherwise, so
+    mixes of different suites never overwrite each other."""
+    return variant if suite == "finetune_mix" else _config_name(f"{Path(suite).stem}-{variant}")
+
+
 def build_finetune_mix(
     data_root: str | Path | None,
     out_dir: str | Path,
@@ -239,20 +240,21 @@ def build_finetune_mix(
     validation_percent: int = DEFAULT_VALIDATION_PERCENT,
     skip_missing: bool = False,
 ) -> Path:
-    """Build `alert_finetune_mix/<config>` under `out_dir` (a TFDS data_dir); returns the version dir.
-
-    The config is named after the variant for the default suite (`ft`, `cot`) and
-    `<suite>-<variant>` otherwise, so mixes of different suites never overwrite each other.
-    """
+    """Build `alert_finetune_mix/<finetune_config_name(suite, variant)>` under `out_dir` (a TFDS data_dir);
+    returns the version dir."""
     if variant not in ("ft", "cot"):
         raise BuildError(f"variant must be 'ft' or 'cot', got {variant!r}")
     _check_data_root(suite, True, data_root)
-    name = variant if suite == "finetune_mix" else _config_name(f"{Path(suite).stem}-{variant}")
     config = FinetuneMixConfig(
-        name=name, variant=variant, suite=str(suite),
+        name=finetune_config_name(suite, variant), variant=variant, suite=str(suite),
         validation_percent=validation_percent, skip_missing=skip_missing,
     )
     return _build(AlertFinetuneMix, config, data_root, out_dir)
+
+
+def eval_config_name(suite: str) -> str:
+    """The build's config name: the suite's name (the file stem of a suite given as a path)."""
+    return _config_name(Path(suite).stem)
 
 
 def build_eval_suite(
@@ -260,7 +262,7 @@ def build_eval_suite(
 ) -> Path:
     """Build `alert_eval_suite/<suite name>` under `out_dir`; returns the version dir."""
     _check_data_root(suite, False, data_root)
-    config = EvalSuiteConfig(name=_config_name(Path(suite).stem), suite=str(suite), skip_missing=skip_missing)
+    config = EvalSuiteConfig(name=eval_config_name(suite), suite=str(suite), skip_missing=skip_missing)
     return _build(AlertEvalSuite, config, data_root, out_dir)
 
 
@@ -277,6 +279,15 @@ def _data_source(out_dir: str | Path, builder: str, config: str, split: str):
     return tfds.data_source(f"{builder}/{config}", data_dir=str(out_dir), split=split, download=False)
 
 
+def _split_names(out_dir: str | Path, builder: str, config: str) -> set[str]:
+    """Splits a build holds (TFDS writes no empty split, so an empty one is absent); an error naming the
+    directory when there is no such build."""
+    version_dir = Path(out_dir) / builder / config / VERSION
+    if not (version_dir / "dataset_info.json").exists():
+        raise BuildError(f"{version_dir}: no {builder}/{config} build there (alert-jax data build --out {out_dir})")
+    return set(tfds.builder_from_directory(str(version_dir)).info.splits)
+
+
 def _decoded(source) -> list[dict[str, Any]]:
     return [{key: _decode(value) for key, value in record.items()} for record in source]
 
@@ -284,6 +295,15 @@ def _decoded(source) -> list[dict[str, Any]]:
 def load_built(out_dir: str | Path, builder: str, config: str, split: str) -> list[dict[str, Any]]:
     """All records of a built split, strings decoded, via `tfds.data_source` (no TensorFlow)."""
     return _decoded(_data_source(out_dir, builder, config, split))
+
+
+def load_finetune_split(out_dir: str | Path, suite: str, variant: str, split: str) -> list[dict[str, str]]:
+    """Records (`prompt`, `target`, `source`, `id`) of one split of a built finetuning mix, in build order
+    (suite order, then file order); an empty list for a split the build holds nothing in."""
+    config = finetune_config_name(suite, variant)
+    if split not in _split_names(out_dir, FINETUNE_BUILDER, config):
+        return []
+    return load_built(out_dir, FINETUNE_BUILDER, config, split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +317,7 @@ class BuiltEvalTask:
 
 def load_eval_tasks(out_dir: str | Path, config: str) -> list[BuiltEvalTask]:
     """Rebuild the suite's `Task`s (in build order) from a built `alert_eval_suite/<config>`."""
+    _split_names(out_dir, EVAL_BUILDER, config)  # a missing build is an error naming it
     source = _data_source(out_dir, EVAL_BUILDER, config, EVAL_SPLIT)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in _decoded(source):

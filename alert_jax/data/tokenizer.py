@@ -212,10 +212,12 @@ class SentencePieceTokenizer(Tokenizer):
         model_type: str = "bpe",
         seed: int = 0,
         byte_fallback: bool = True,
+        vocab_size_is_limit: bool = False,
     ) -> "SentencePieceTokenizer":
         """Train deterministically: same corpus, options and seed → byte-identical model.
 
-        One thread, every sentence used (no sampling, no shuffling), the identity normaliser (so
+        `vocab_size_is_limit=True` makes `vocab_size` an upper bound (sentencepiece's soft limit): a corpus too
+        small to support that many pieces yields fewer instead of failing. One thread, every sentence used (no sampling, no shuffling), the identity normaliser (so
         decode(encode(x)) == x), no dummy prefix (GPT-2 also adds no prefix space) and byte
         fallback (no text is ever mapped to `<unk>`).
         """
@@ -231,6 +233,7 @@ class SentencePieceTokenizer(Tokenizer):
                 model_type=model_type,
                 character_coverage=1.0,
                 byte_fallback=byte_fallback,
+                hard_vocab_limit=not vocab_size_is_limit,
                 normalization_rule_name="identity",
                 add_dummy_prefix=False,
                 remove_extra_whitespaces=False,

@@ -1,6 +1,6 @@
 """Pure-Python evaluation metrics and their aggregation (never imports jax).
 
-`rouge_l`, `exact_match`, `relaxed_match` and `score` follow NIV2's conventions (DESIGN.md §3);
+`rouge_l`, `exact_match`, `relaxed_match` and `score` follow NIV2's conventions (docs/contracts.md, "Metrics");
 `per_task`, `per_skill` and `per_split` turn `scores.jsonl` rows into ALERT's tables.
 """
 from alert_jax.metrics.aggregate import (

@@ -1,4 +1,4 @@
-"""Instance-level metrics with NIV2's conventions (DESIGN.md §3).
+"""Instance-level metrics with NIV2's conventions (docs/contracts.md, "Metrics").
 
 Every metric compares one prediction with several accepted references and keeps the best
 match, on a 0–100 scale, so that task means read like the numbers in the ALERT and NIV2 papers.

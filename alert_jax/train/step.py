@@ -1,6 +1,6 @@
 """The compiled pieces of training: state, packed-batch loss, train step and eval step.
 
-The loss is the token-weighted cross-entropy of DESIGN.md §3: `loss_weights` select target tokens, so a
+The loss is the token-weighted cross-entropy of docs/contracts.md ("Packed batch"): `loss_weights` select target tokens, so a
 packed row and its examples run alone give the same loss. Steps are built for `jax.jit` with explicit
 in/out shardings and the state donated, so params and optimizer state are updated in place.
 """
