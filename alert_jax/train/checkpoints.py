@@ -18,25 +18,32 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from alert_jax.workdir import RunDir
+
 BEST_DIR = "best"
 BEST_RECORD = "best.json"
 
 
 def checkpoint_manager(workdir: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(RunDir(workdir).checkpoints.absolute(), options=options)
 
 
 def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore_state(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
-    """The latest complete checkpoint restored into `abstract_state`'s shardings, or None."""
+def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
+    """The latest complete checkpoint restored into `target`'s shardings, or None.
+
+    Only the target's shapes, dtypes and shardings are used, so a state saved on one mesh and process count
+    resumes on any other (orbax reads each device's slices of the saved arrays).
+    """
     step = manager.latest_step()
     if step is None:
         return None
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 def best_record(workdir: Path) -> Optional[dict]:
