@@ -19,6 +19,7 @@ from pathlib import Path
 from alert_jax.data import synthetic
 from alert_jax.data.templates import TEMPLATES, render_prompt
 from alert_jax.train.corpus import task_pairs
+from alert_jax.workdir import RunDir
 
 VARIANTS = ("ft", "cot")
 
@@ -52,8 +53,9 @@ def _train(demo: DemoConfig, workdir: Path, tokenizer: Path, init: str, suite: s
     from alert_jax.train.checkpoints import best_model_dir
     from alert_jax.train.loop import finetune
 
-    if best_model_dir(workdir) is not None and (workdir / "metrics.jsonl").exists():
-        done = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    metrics = RunDir(workdir).metrics
+    if best_model_dir(workdir) is not None and metrics.exists():
+        done = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
         if done and done[-1] >= steps:
             _stage(f"{workdir.name}: already trained")
             return

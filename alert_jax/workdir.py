@@ -7,6 +7,7 @@
       checkpoints/     orbax train-state steps
       best/            the best model so far (native format) + best.json
       metrics.jsonl    one JSON object per logged step
+      tensorboard/     the same metrics as tensorboard events
       eval/            generations.jsonl + scores.jsonl of the run's evaluation
       checkpoint_contract.json   what the checkpoints need of a config to resume (architecture, seq_len)
       .lock            the exclusive lock of the one run using the directory (`alert_jax.runlock`)
@@ -117,6 +118,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def eval(self) -> Path:

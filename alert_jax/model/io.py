@@ -25,7 +25,7 @@ from alert_jax.model import convert
 from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
-from alert_jax.parallel.mesh import make_mesh
+from alert_jax.parallel.mesh import is_main_process, make_mesh
 from alert_jax.parallel.rules import (
     DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
 )
@@ -136,7 +136,8 @@ def save_model(model: Model, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out_dir / "params", model.params, force=True)
-    (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    if is_main_process():  # orbax saved collectively; the manifest is written once
+        (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
     return out_dir
 
 

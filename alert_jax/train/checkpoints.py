@@ -20,8 +20,6 @@ import orbax.checkpoint as ocp
 
 from alert_jax.workdir import RunDir
 
-BEST_DIR = "best"
-BEST_RECORD = "best.json"
 
 
 def checkpoint_manager(workdir: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
@@ -47,7 +45,7 @@ def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
 
 
 def best_record(workdir: Path) -> Optional[dict]:
-    path = Path(workdir) / BEST_DIR / BEST_RECORD
+    path = RunDir(workdir).best_record
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -64,8 +62,9 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
     staging = workdir / f".best.step{step}"  # the same path on every host: orbax saves collectively
     save_model(model, staging)
     if jax.process_index() == 0:
-        (staging / BEST_RECORD).write_text(json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
-        best, trash = workdir / BEST_DIR, workdir / ".best.old"
+        best, trash = RunDir(workdir).best, workdir / ".best.old"
+        (staging / RunDir(workdir).best_record.name).write_text(
+            json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
         shutil.rmtree(trash, ignore_errors=True)
         if best.exists():
             os.replace(best, trash)
@@ -75,5 +74,4 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
 
 def best_model_dir(workdir: Path) -> Optional[Path]:
     """The workdir's best model directory, if training has selected one."""
-    candidate = Path(workdir) / BEST_DIR
-    return candidate if (candidate / BEST_RECORD).exists() else None
+    return RunDir(workdir).best_model()
