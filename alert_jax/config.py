@@ -115,6 +115,7 @@ class EvalConfig:
     label: str = ""  # model name in the outputs; "" = the model path's last component
     variant: str = "pretrained"  # pretrained, ft, cot, ...
     size: str = ""  # size label such as "1.3b", for scaling tables
+    mesh: MeshConfig = MeshConfig()  # devices the evaluated model is sharded over (default: all, fsdp)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ from alert_jax.data import synthetic
 from alert_jax.data.templates import render_prompt
 from alert_jax.shipped import CONFIGS_DIR
 from alert_jax.train.corpus import task_pairs
+from alert_jax.workdir import RunDir
 
 DEMO_STUDY = CONFIGS_DIR / "studies" / "demo.yaml"
 STAGES = ("pretrain", "finetune")
@@ -97,8 +98,9 @@ def _train(cfg: ExperimentConfig, workdir: Path) -> None:
     from alert_jax.train.checkpoints import best_model_dir
     from alert_jax.train.loop import finetune
 
-    if best_model_dir(workdir) is not None and (workdir / "metrics.jsonl").exists():
-        done = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    metrics = RunDir(workdir).metrics
+    if best_model_dir(workdir) is not None and metrics.exists():
+        done = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
         if done and done[-1] >= cfg.train.steps:
             _stage(f"{workdir.name}: already trained")
             return

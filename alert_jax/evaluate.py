@@ -14,6 +14,11 @@ A workdir holds two files:
 
 The generation settings (max new tokens, stop strings, sampling) are not part of an instance's key: a
 workdir is meant for one setting.
+
+Scale-out: the model is laid over `eval.mesh` (default: every device, fsdp) and a multi-host job (the same
+environment as `alert-jax finetune`, `parallel.mesh.maybe_initialize_distributed`) evaluates as one: every
+process plans the same work, each batch is split over all hosts' devices, and process 0 alone writes the files.
+The workdir is locked for the job (`RunDir.claim`): a second evaluation into it stops at once.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from alert_jax.data.suites import SCORED_SPLITS, SuiteTask, load_suite
 from alert_jax.data.templates import TEMPLATES, extract_answer, render_prompt
 from alert_jax.metrics.aggregate import System
 from alert_jax.metrics.scores import METRICS, score
+from alert_jax.parallel.mesh import is_main_process, maybe_initialize_distributed
 from alert_jax.workdir import RunDir
 
 if TYPE_CHECKING:
@@ -113,15 +119,17 @@ def _checked_record(line: str, where: str) -> dict[str, Any]:
     return record
 
 
-def read_generations(path: Path) -> list[dict[str, Any]]:
-    """The committed records of a generations file, dropping (and removing from disk) a cut-short last line."""
+def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """The committed records of a generations file, dropping a cut-short last line (and, with `repair`, removing
+    it from disk: only the process that writes the file repairs it)."""
     if not path.exists():
         return []
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]  # rfind = -1 when the only line is partial: keeps nothing
-        logger.warning("%s: dropping a last line cut short by an interrupted run", path)
-        _write_atomically(path, data.decode("utf-8"))
+        if repair:
+            logger.warning("%s: dropping a last line cut short by an interrupted run", path)
+            _write_atomically(path, data.decode("utf-8"))
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
     lines = data.decode("utf-8").split("\n")
     return [_checked_record(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
@@ -188,12 +196,14 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     if unknown or not cfg.templates:
         raise EvaluateError(f"eval.templates {list(cfg.templates)!r}: expected some of {', '.join(TEMPLATES)}")
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    maybe_initialize_distributed()
+    RunDir(workdir).claim()
+    writer = is_main_process()
     generations_path = workdir / GENERATIONS_FILE
     system = System(model=cfg.label or Path(model).name, size=cfg.size, variant=cfg.variant)
     source = model_source(model)
 
-    existing = read_generations(generations_path)
+    existing = read_generations(generations_path, repair=writer)
     _check_label_is_this_model(existing, system, source, generations_path)
     done = {_record_key(r) for r in existing}
     items = plan(_scored_tasks(cfg), cfg.templates, cfg.max_examples_per_task)
@@ -201,9 +211,11 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     logger.info("evaluate %s on %s: %d of %d instances to generate (%d already in %s)", system.label, cfg.suite,
                 len(todo), len(items), len(items) - len(todo), generations_path)
     if todo:
-        _generate_into(generations_path, todo, system, source, model, cfg)
+        _generate_into(generations_path, todo, system, source, model, cfg, writer)
 
     scores_path = workdir / SCORES_FILE
+    if not writer:
+        return scores_path
     rows = score_rows(read_generations(generations_path))
     _write_atomically(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("wrote %d score rows to %s", len(rows), scores_path)
@@ -242,21 +254,31 @@ def _check_label_is_this_model(records: Sequence[dict[str, Any]], system: System
 
 
 def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source: str, model_path: str | Path,
-                   cfg: EvalConfig) -> None:
-    """Generate `todo` chunk by chunk, appending each chunk's records to `path` as soon as it is done."""
+                   cfg: EvalConfig, writer: bool) -> None:
+    """Generate `todo` chunk by chunk on `cfg.mesh`, appending each chunk's records to `path` once it is done.
+
+    In a multi-host job every process runs this with the same chunks: the model is sharded over all hosts'
+    devices and each batch's rows are split over the data × fsdp devices, so each host computes its share of
+    every batch; the finished tokens are gathered and only the writer (process 0) appends them, so every
+    record is written exactly once and the file equals a single-process run's.
+    """
     # Imported here so that rescoring a finished workdir (and `import alert_jax.evaluate`) never loads jax.
     from tqdm.auto import tqdm
 
     from alert_jax.generation import generate_text
     from alert_jax.model.io import load_model
+    from alert_jax.parallel.mesh import devices_for, make_mesh
 
-    model = load_model(model_path, cfg.dtype)  # first: a wrong model path is the likelier mistake
+    # First: a wrong model path is the likelier mistake.
+    model = load_model(model_path, cfg.dtype, mesh=make_mesh(cfg.mesh, devices_for(cfg.mesh)))
     tokenizer = resolve_tokenizer(str(model_path), cfg.tokenizer or None)
-    with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True,
+              disable=not writer) as bar:
         for chunk in _chunks(todo, CHUNK_BATCHES * cfg.batch_size):
             texts = generate_text(model, tokenizer, [item.prompt for item in chunk], batch_size=cfg.batch_size,
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                   seed=cfg.seed, stop_strings=tuple(cfg.stop_strings))
-            append_records(path, [{**instance_record(item, system, text), "source": source}
-                                  for item, text in zip(chunk, texts)])
+            if writer:
+                append_records(path, [{**instance_record(item, system, text), "source": source}
+                                      for item, text in zip(chunk, texts)])
             bar.update(len(chunk))

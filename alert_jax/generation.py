@@ -24,13 +24,17 @@ from __future__ import annotations
 from alert_jax.errors import AlertJaxError
 import functools
 import logging
+import math
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alert_jax.model.model import Model
+from alert_jax.parallel.mesh import MESH_AXES
+from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding
 from alert_jax.model.opt import LayerCache, OPTForCausalLM, init_cache, positions_from_mask
 
 if TYPE_CHECKING:
@@ -244,13 +248,48 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     stop_table[list(stop_token_ids)] = True
     sampling = _Sampling(jnp.asarray(stop_table), jnp.float32(max(temperature, 1e-30)), jnp.float32(top_p),
                          jax.random.PRNGKey(seed))
-    state = _prefill_program(model.module)(model.params, jnp.asarray(ids), jnp.asarray(mask),
-                                           new_slots=bucket_length(max_new_tokens))
-    decode = _decode_program(model.module, mode)
-    if not stop_strings:
-        state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
-        return np.asarray(state.tokens)[:, :max_new_tokens]
-    return _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings, tokenizer)
+    mesh = _mesh_of(model)
+    rows = _rows_sharding(mesh, len(ids))
+    with logical_sharding(mesh, DEFAULT_RULES):
+        state = _prefill_program(model.module)(model.params, _to_devices(ids, rows), _to_devices(mask, rows),
+                                               new_slots=bucket_length(max_new_tokens))
+        decode = _decode_program(model.module, mode)
+        if not stop_strings:
+            state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
+            return _to_host(state.tokens)[:, :max_new_tokens]
+        return _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings, tokenizer)
+
+
+def _mesh_of(model: Model) -> Mesh:
+    """The mesh the model's params live on (`load_model(..., mesh=)`); generation runs over the same devices."""
+    sharding = getattr(jax.tree.leaves(model.params)[0], "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return sharding.mesh
+    device = next(iter(sharding.device_set)) if sharding is not None else jax.local_devices()[0]
+    return Mesh(np.array([device]).reshape(1, 1, 1), MESH_AXES)
+
+
+def _rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:
+    """Prompt rows split over the mesh as the rules place "batch" (data × fsdp); whole on every device when the
+    batch does not divide (generate_text keeps its batch size, so results never depend on the mesh's shape)."""
+    sharding = batch_sharding(mesh, DEFAULT_RULES)
+    rows = sharding.spec[0]
+    ways = math.prod(mesh.shape[axis] for axis in ((rows,) if isinstance(rows, str) else rows or ()))
+    return sharding if batch % ways == 0 else NamedSharding(mesh, PartitionSpec())
+
+
+def _to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array (the same on every process) as a global array: each device takes just its own slice."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _to_host(array: jax.Array) -> np.ndarray:
+    """The whole value on this host, also when it spans devices of other processes (a multi-host job)."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sampling, max_new_tokens: int,
@@ -260,9 +299,9 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
     checked = 0  # generated tokens already searched for stop strings
     unchecked_rows = np.ones(state.done.shape, bool)  # rows that may still complete a stop string
     while True:
-        step = int(state.step)
-        tokens = np.array(state.tokens)
-        done = np.array(state.done)
+        step = int(_to_host(state.step))
+        tokens = np.array(_to_host(state.tokens))
+        done = np.array(_to_host(state.done))
         for row in np.flatnonzero(unchecked_rows):
             end = _stop_string_end(tokens[row, :step], checked, stop_strings, tokenizer)
             if end is not None:
@@ -272,7 +311,8 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
         checked = step
         if step >= max_new_tokens or done.all():
             return tokens[:, :max_new_tokens]
-        state = state._replace(tokens=jnp.asarray(tokens), done=jnp.asarray(done))
+        state = state._replace(tokens=_to_devices(tokens, state.tokens.sharding),
+                               done=_to_devices(done, state.done.sharding))
         limit = min(step + STOP_STRING_CHECK_EVERY, max_new_tokens)
         state = decode(model.params, state, jnp.int32(limit), sampling)
 

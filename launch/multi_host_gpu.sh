@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One process per GPU host of a multi-host job: finetune together, then host 0 evaluates.
+# One process per GPU host of a multi-host job: finetune together, then evaluate together.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=launch/common.sh
@@ -15,9 +15,10 @@ Run this script once on every host, with one of:
   explicit  on host i of N:  $(basename "$0") --coordinator HOST0:1234 --num-processes N --process-id i \\
                                --config C --workdir D
 
-All processes run 'alert-jax finetune' as one job; afterwards process 0 evaluates the best checkpoint
-on its own GPUs, as a single-host process. Each process logs to DIR/logs/finetune-process<i>.log.
-DIR must be one shared directory (NFS, Lustre) seen by every host. Re-running resumes.
+All processes run 'alert-jax finetune' as one job, then 'alert-jax evaluate' of the best checkpoint as
+one job (the model sharded over every GPU of every host; process 0 writes DIR/eval). Each process logs to
+DIR/logs/{finetune,evaluate}-process<i>.log. DIR must be one shared directory (NFS, Lustre) seen by every
+host. Re-running resumes both stages.
 
 Options:
   --config FILE          experiment config                                  [required]
@@ -66,8 +67,7 @@ mkdir -p "$workdir/logs"
 $ALERT_JAX finetune --config "$config" --workdir "$workdir" "${overrides[@]}" 2>&1 \
   | tee -a "$workdir/logs/finetune-process$process_id.log"
 
-if [[ $skip_eval -eq 0 && "$process_id" -eq 0 ]]; then
-  # Evaluation is single-host: hide the multi-host environment so it does not wait for peers.
-  env -u JAX_COORDINATOR_ADDRESS -u JAX_NUM_PROCESSES -u JAX_PROCESS_ID -u SLURM_JOB_ID -u SLURM_NTASKS \
-    $ALERT_JAX evaluate --config "$config" --model "$workdir" --workdir "$workdir/eval" "${overrides[@]}" 2>&1 | tee -a "$workdir/logs/evaluate.log"
+if [[ $skip_eval -eq 0 ]]; then
+  $ALERT_JAX evaluate --config "$config" --model "$workdir" --workdir "$workdir/eval" "${overrides[@]}" 2>&1 \
+    | tee -a "$workdir/logs/evaluate-process$process_id.log"
 fi

@@ -150,8 +150,8 @@ def test_initialize_runs_only_when_asked_and_only_once(monkeypatch):
         calls.append(kwargs)
         initialized[0] = True
 
-    monkeypatch.setattr(mesh_lib.jax.distributed, "initialize", fake_initialize)
-    monkeypatch.setattr(mesh_lib.jax.distributed, "is_initialized", lambda: initialized[0])
+    monkeypatch.setattr(jax.distributed, "initialize", fake_initialize)
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: initialized[0])
     assert maybe_initialize_distributed({}) is False
     assert calls == []
     environ = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}

@@ -21,12 +21,27 @@ def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The config file's evaluation (completed from its experiment), then `--set`, then the shorthand flags."""
     shorthand = [f"eval.{key}={_override_value(getattr(args, dest))}" for dest, key in SHORTHANDS.items()
                  if getattr(args, dest) is not None]
-    cfg = load_config(args.config, [*args.set, *shorthand])
+    mesh = [f"eval.mesh.{axis}={size}" for axis, size in parse_mesh(args.mesh).items()] if args.mesh else []
+    cfg = load_config(args.config, [*args.set, *shorthand, *mesh])
     if args.config is None:
         return cfg.eval
     variant = cfg.eval.variant if any(o.startswith("eval.variant=") for o in [*args.set, *shorthand]) \
         else cfg.data.variant
     return eval_config_for(cfg, variant)
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """`data=1,fsdp=4,tensor=2` → sizes by axis (the axes left out keep their config values; -1 = the rest)."""
+    from alert_jax.config import ConfigError
+    from alert_jax.parallel.mesh import MESH_AXES
+
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        axis, _, size = part.partition("=")
+        if axis not in MESH_AXES or not size.lstrip("-").isdigit():
+            raise ConfigError(f"--mesh {text!r}: expected AXIS=SIZE pairs over {', '.join(MESH_AXES)}, got {part!r}")
+        sizes[axis] = int(size)
+    return sizes
 
 
 def _override_value(value: Any) -> str:
@@ -41,8 +56,11 @@ def _override_value(value: Any) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from alert_jax.evaluate import evaluate
+    from alert_jax.parallel.mesh import is_main_process
 
-    print(evaluate(args.model, eval_config_from_args(args), args.workdir))
+    scores = evaluate(args.model, eval_config_from_args(args), args.workdir)
+    if is_main_process():
+        print(scores)
     return 0
 
 
@@ -71,6 +89,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--label", help="model name in the outputs (default: the model path's last component)")
     parser.add_argument("--variant", help="pretrained, ft, cot, ... (default: pretrained, or the config's variant)")
     parser.add_argument("--size", help='size label such as "1.3b", for scaling tables')
+    parser.add_argument("--mesh", metavar="data=D,fsdp=F,tensor=T",
+                        help="devices to shard the model over (default: all devices, fsdp; -1 = the rest); "
+                             "the same as --set eval.mesh.AXIS=SIZE")
     parser.add_argument("--skip-missing", action="store_true", default=None,
                         help="skip suite tasks whose data file is absent")
     parser.set_defaults(func=_run)

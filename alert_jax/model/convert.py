@@ -168,12 +168,17 @@ def params_from_refs(cfg: OPTConfig, refs: Mapping[str, TensorRef], source: str,
     return params
 
 
-def load_hf(directory: str | Path, place=None) -> tuple[OPTConfig, dict]:
+def hf_refs(directory: str | Path) -> tuple[OPTConfig, dict[str, TensorRef]]:
+    """An HF directory's architecture and its tensors, unread: callers can plan placement before loading."""
     directory = Path(directory)
     if not (directory / "config.json").exists():
         raise CheckpointFormatError(f"{directory}: no config.json (not an HF model directory)")
     cfg = config_from_hf(directory / "config.json")
-    refs = {_normalise_hf_name(k): v for k, v in _hf_tensor_refs(directory).items()}
+    return cfg, {_normalise_hf_name(k): v for k, v in _hf_tensor_refs(directory).items()}
+
+
+def load_hf(directory: str | Path, place=None) -> tuple[OPTConfig, dict]:
+    cfg, refs = hf_refs(directory)
     return cfg, params_from_refs(cfg, refs, str(directory), place)
 
 
@@ -224,6 +229,12 @@ def _find_key(obj: Any, key: str) -> Any:
 
 def load_metaseq(path: str | Path, num_attention_heads: Optional[int] = None, place=None) -> tuple[OPTConfig, dict]:
     """Import a consolidated metaseq checkpoint (`{"model": state_dict, "cfg": …}` or a bare state dict)."""
+    cfg, refs = metaseq_refs(path, num_attention_heads)
+    return cfg, params_from_refs(cfg, refs, str(path), place)
+
+
+def metaseq_refs(path: str | Path, num_attention_heads: Optional[int] = None) -> tuple[OPTConfig, dict[str, TensorRef]]:
+    """A metaseq checkpoint's inferred architecture and its tensors under HF names, unread."""
     path = Path(path)
     loaded = read_torch_zip(path)
     state = loaded.get("model", loaded) if isinstance(loaded, Mapping) else None
@@ -233,8 +244,7 @@ def load_metaseq(path: str | Path, num_attention_heads: Optional[int] = None, pl
     heads = num_attention_heads or _find_key(loaded.get("cfg", loaded.get("args")), "decoder_attention_heads")
     if heads is None:
         raise CheckpointFormatError(f"{path}: key decoder_attention_heads not found; pass num_attention_heads")
-    cfg = _infer_config(refs, int(heads), state, str(path))
-    return cfg, params_from_refs(cfg, refs, str(path), place)
+    return _infer_config(refs, int(heads), state, str(path)), refs
 
 
 def _infer_config(refs: Mapping[str, TensorRef], heads: int, state: Mapping[str, Any], source: str) -> OPTConfig:

@@ -1,26 +1,38 @@
-"""Load an OPT from anywhere and save it back: presets, HF directories, alert_jax model directories and
-training workdirs all resolve through `load_model`, so every command downstream — evaluate, generate,
-convert, finetune from a checkpoint — takes the same "model" argument.
+"""Load an OPT from anywhere and save it back: presets, HF directories, metaseq files, alert_jax model
+directories and training workdirs all resolve through `load_model`, so every command downstream — evaluate,
+generate, convert, finetune from a checkpoint — takes the same "model" argument.
+
+Loading takes a mesh and lays every parameter out by the partition rules (`parallel/rules.py`) as it is read:
+an HF or metaseq tensor goes from the file straight into its `NamedSharding` (each device receives only its
+shards, host memory holds about one tensor beyond what the devices hold), and a native checkpoint is restored by
+orbax into the target shardings, whatever mesh or process count saved it (trained on 8 devices, evaluated on 1).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
 from alert_jax.model import convert
-from alert_jax.model.model import Model, dtype_from_name, init_params
-from alert_jax.model.opt import RuntimeOptions
+from alert_jax.model.model import Model, dtype_from_name
+from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
+from alert_jax.parallel.mesh import is_main_process, make_mesh
+from alert_jax.parallel.rules import (
+    DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
+)
 from alert_jax.workdir import RunDir
 
 MODEL_MANIFEST = "alert_jax_model.json"
+METASEQ_SUFFIXES = (".pt", ".pth")
 
 
 class ModelSourceError(AlertJaxError):
@@ -28,28 +40,80 @@ class ModelSourceError(AlertJaxError):
 
 
 def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0, remat: bool = False,
-               attention: str = "xla") -> Model:
-    """Load an OPT: bare preset name (seeded random init), HF directory, alert_jax model directory, or workdir.
+               attention: str = "xla", mesh: Optional[Mesh] = None, rules: LogicalRules = DEFAULT_RULES,
+               num_attention_heads: Optional[int] = None) -> Model:
+    """Load an OPT: bare preset name (seeded random init), HF directory, metaseq `.pt` file, alert_jax model
+    directory, or training workdir (its best model), with params laid out over `mesh` by `rules`.
 
-    A name with a path separator is always a path: a missing one is an error, never a preset's random init.
+    `mesh=None` is one device (the first local one). A name with a path separator is always a path: a missing
+    one is an error, never a preset's random init. `num_attention_heads` is for metaseq files whose config
+    lacks it.
     """
     runtime = RuntimeOptions(dtype=dtype_from_name(dtype), remat=remat, attention=attention)
+    mesh = mesh if mesh is not None else single_device_mesh()
     path = Path(path_or_preset)
     if path.is_dir():
         if (path / MODEL_MANIFEST).exists():
-            return _load_native(path, runtime)
+            return _load_native(path, runtime, mesh, rules)
         if (path / "config.json").exists():
-            config, params = convert.load_hf(path, place=lambda _p, a: jnp.asarray(a))
-            return Model(config, params, runtime)
+            return _import(convert.hf_refs(path), str(path), runtime, mesh, rules)
         native = RunDir(path).best_model()
         if native is not None:
-            return _load_native(native, runtime)
+            return _load_native(native, runtime, mesh, rules)
         raise ModelSourceError(f"{path}: not an HF OPT directory, alert_jax model directory or training workdir")
+    if path.is_file() and path.suffix in METASEQ_SUFFIXES:
+        return _import(convert.metaseq_refs(path, num_attention_heads), str(path), runtime, mesh, rules)
     if is_preset(str(path_or_preset)):
         config = get_preset(str(path_or_preset))
-        return Model(config, init_params(config, runtime, seed), runtime)
-    raise ModelSourceError(f"{path_or_preset}: no such model directory, and not a bare preset name "
-                           f"({', '.join(PRESETS)})")
+        module = OPTForCausalLM(config, runtime)
+        params, _ = sharded_init(partial(boxed_params, module), mesh, rules, jax.random.PRNGKey(seed))
+        return Model(config, params, runtime)
+    raise ModelSourceError(f"{path_or_preset}: no such model directory or metaseq file, and not a bare preset "
+                           f"name ({', '.join(PRESETS)})")
+
+
+def single_device_mesh() -> Mesh:
+    """The mesh of one device (this process's first): where an unsharded model lives."""
+    return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
+
+
+def param_shardings_for(config: OPTConfig, runtime: RuntimeOptions, mesh: Mesh,
+                        rules: LogicalRules = DEFAULT_RULES) -> Any:
+    """The NamedSharding of every parameter of `config` on `mesh`, from shapes alone (nothing is allocated)."""
+    module = OPTForCausalLM(config, runtime)
+    with logical_sharding(mesh, rules):
+        abstract = jax.eval_shape(partial(boxed_params, module), jax.random.PRNGKey(0))
+        return param_shardings(abstract, mesh, rules)
+
+
+def abstract_params(config: OPTConfig, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES
+                    ) -> Any:
+    """Shape, dtype and target sharding of every parameter: what orbax restores into."""
+    module = OPTForCausalLM(config, runtime)
+    shapes = jax.eval_shape(lambda key: unbox(boxed_params(module, key)), jax.random.PRNGKey(0))
+    return jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+                        shapes, param_shardings_for(config, runtime, mesh, rules))
+
+
+def _import(source: tuple[OPTConfig, dict], where: str, runtime: RuntimeOptions, mesh: Mesh,
+            rules: LogicalRules) -> Model:
+    """Read a foreign checkpoint tensor by tensor, each placed straight into its sharding as it is read."""
+    config, refs = source
+    shardings = param_shardings_for(config, runtime, mesh, rules)
+    params = convert.params_from_refs(config, refs, where, place=_placer(shardings))
+    return Model(config, params, runtime)
+
+
+def _placer(shardings: Any) -> Callable[[tuple[str, ...], np.ndarray], jax.Array]:
+    """`place(path, host_array)`: each addressable device copies just its own slice of the host array."""
+
+    def place(path: tuple[str, ...], array: np.ndarray) -> jax.Array:
+        sharding = shardings
+        for key in path:
+            sharding = sharding[key]
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: np.array(array[index]))
+
+    return place
 
 
 def _get_param(params: Any, path: tuple[str, ...]) -> np.ndarray:
@@ -72,7 +136,8 @@ def save_model(model: Model, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out_dir / "params", model.params, force=True)
-    (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    if is_main_process():  # orbax saved collectively; the manifest is written once
+        (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
     return out_dir
 
 
@@ -80,11 +145,11 @@ def read_manifest(directory: Path) -> OPTConfig:
     return OPTConfig(**json.loads((directory / MODEL_MANIFEST).read_text()))
 
 
-def _load_native(directory: Path, runtime: RuntimeOptions) -> Model:
+def _load_native(directory: Path, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules) -> Model:
+    """Restore orbax params into this mesh's shardings (orbax reads each device's slices; any saving topology)."""
     import orbax.checkpoint as ocp
 
     config = read_manifest(directory)
-    abstract = jax.eval_shape(lambda: init_params(config, runtime))
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(Path(directory).absolute() / "params", abstract)
+        params = ckptr.restore(Path(directory).absolute() / "params", abstract_params(config, runtime, mesh, rules))
     return Model(config, params, runtime)

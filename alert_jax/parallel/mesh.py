@@ -7,16 +7,20 @@ with the hardware — only `MeshConfig` does.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Optional
-
-import jax
-from jax.sharding import AxisType, Mesh
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from alert_jax.config import MeshConfig
+from alert_jax.errors import AlertJaxError
+
+if TYPE_CHECKING:  # jax is imported where it is used, so that single-host bookkeeping (locks, rescoring) stays light
+    import jax
+    from jax.sharding import Mesh
+
+T = TypeVar("T")
 
 MESH_AXES: tuple[str, str, str] = ("data", "fsdp", "tensor")
 
@@ -56,9 +60,23 @@ def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -
     on activations decide layouts, as the logical-axis rules expect; `jax.make_mesh` picks a
     device order that follows the physical interconnect (TPU rings, NVLink islands).
     """
+    import jax
+    from jax.sharding import AxisType
+
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(cfg, len(devices))
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def devices_for(cfg: MeshConfig) -> list["jax.Device"]:
+    """All devices, or — for a fully specified mesh smaller than the machine — the first ones (handy on CPU)."""
+    import jax
+
+    devices = jax.devices()
+    sizes = (cfg.data, cfg.fsdp, cfg.tensor)
+    if -1 not in sizes and math.prod(sizes) < len(devices):
+        return devices[: math.prod(sizes)]
+    return devices
 
 
 def _int_variable(environ: Mapping[str, str], name: str) -> Optional[int]:
@@ -109,15 +127,59 @@ def maybe_initialize_distributed(environ: Optional[Mapping[str, str]] = None) ->
     Safe to call more than once (later calls are no-ops) and a no-op on a single host, so every
     entry point calls it first, before anything touches a device.
     """
-    if jax.distributed.is_initialized():
+    if _distributed_running():
         return True
     args = distributed_init_args(os.environ if environ is None else environ)
     if args is None:
         return False
+    import jax
+
     jax.distributed.initialize(**args)
     return True
 
 
+def _distributed_running() -> bool:
+    """Whether jax's multi-host runtime is up, without importing jax (it cannot be up if jax was never imported)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
 def host_shard() -> tuple[int, int]:
     """(this host's index, number of hosts): which slice of the global batch this host loads."""
+    if not _distributed_running():
+        return 0, 1
+    import jax
+
     return jax.process_index(), jax.process_count()
+
+
+def is_main_process() -> bool:
+    """Process 0 of the job: the one that writes shared files (caches, locks, generations, scores)."""
+    return host_shard()[0] == 0
+
+
+def run_on_main(name: str, action: Callable[[], T]) -> Optional[T]:
+    """Run `action` on process 0 only while the other processes wait for it; returns its result there, None elsewhere.
+
+    The wait is a barrier over every device (`broadcast_one_to_all` of process 0's outcome), so the others
+    read what process 0 wrote only once it is complete. If `action` fails, process 0 re-raises its error and
+    the others raise one naming `name` instead of waiting forever. A no-op wrapper on a single host.
+    """
+    index, count = host_shard()
+    if count == 1:
+        return action()
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    result, error = None, None
+    if index == 0:
+        try:
+            result = action()
+        except BaseException as exc:  # reported to the other hosts first, then re-raised below
+            error = exc
+    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None), is_source=index == 0)
+    if error is not None:
+        raise error
+    if not int(ok):
+        raise MeshError(f"{name}: process 0 failed (its log says why); process {index} stops too")
+    return result

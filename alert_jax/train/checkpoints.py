@@ -18,29 +18,34 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
-BEST_DIR = "best"
-BEST_RECORD = "best.json"
+from alert_jax.workdir import RunDir
+
 
 
 def checkpoint_manager(workdir: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(RunDir(workdir).checkpoints.absolute(), options=options)
 
 
 def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore_state(manager: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
-    """The latest complete checkpoint restored into `abstract_state`'s shardings, or None."""
+def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
+    """The latest complete checkpoint restored into `target`'s shardings, or None.
+
+    Only the target's shapes, dtypes and shardings are used, so a state saved on one mesh and process count
+    resumes on any other (orbax reads each device's slices of the saved arrays).
+    """
     step = manager.latest_step()
     if step is None:
         return None
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
 def best_record(workdir: Path) -> Optional[dict]:
-    path = Path(workdir) / BEST_DIR / BEST_RECORD
+    path = RunDir(workdir).best_record
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -57,8 +62,9 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
     staging = workdir / f".best.step{step}"  # the same path on every host: orbax saves collectively
     save_model(model, staging)
     if jax.process_index() == 0:
-        (staging / BEST_RECORD).write_text(json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
-        best, trash = workdir / BEST_DIR, workdir / ".best.old"
+        best, trash = RunDir(workdir).best, workdir / ".best.old"
+        (staging / RunDir(workdir).best_record.name).write_text(
+            json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
         shutil.rmtree(trash, ignore_errors=True)
         if best.exists():
             os.replace(best, trash)
@@ -68,5 +74,4 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
 
 def best_model_dir(workdir: Path) -> Optional[Path]:
     """The workdir's best model directory, if training has selected one."""
-    candidate = Path(workdir) / BEST_DIR
-    return candidate if (candidate / BEST_RECORD).exists() else None
+    return RunDir(workdir).best_model()

@@ -7,14 +7,19 @@ Validation text — ALERT's checkpoint-selection set — comes from the `dev` ta
 without one, from the finetuning examples that `alert_jax.data.splits.is_validation` holds out (a TFDS build
 has already held them out the same way). `data.examples_per_task` caps each task's training examples.
 Every target ends with EOS so finetuned models learn where to stop.
-The packed arrays are cached in the workdir so a resumed run reads exactly the rows it started with.
+The tokenizer and packed arrays are cached in the workdir with a fingerprint of the text, tokenizer and settings
+they were built from, so a resumed run reads exactly the rows it started with and a changed config never reads
+stale ones.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +34,8 @@ from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import load_suite
 from alert_jax.data.templates import FINETUNE_TEMPLATE, PROMPT_TARGET_SEPARATOR, format_target, render_prompt
 from alert_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
+from alert_jax.parallel.mesh import run_on_main
+from alert_jax.workdir import RunDir, cache_is_current, stamp_cache
 
 log = logging.getLogger(__name__)
 
@@ -121,25 +128,65 @@ def text_pairs(cfg: DataConfig) -> SplitPairs:
 
 
 def resolve_tokenizer(cfg: DataConfig, workdir: Path, pairs: Callable[[], SplitPairs]) -> Tokenizer:
-    """The configured tokenizer, or (empty `data.tokenizer`) sentencepiece trained once per workdir on the run's
-    own training text (`pairs()` is called only then).
+    """The configured tokenizer, or (empty `data.tokenizer`) sentencepiece trained on the run's own training text,
+    cached in `workdir/tokenizer` and rebuilt when that text or `data.vocab_size` changes.
 
     `data.vocab_size` is an upper bound there: a small corpus (a short demo run) cannot support every piece of a
     model-sized vocabulary, and failing a shipped config over it helps nobody, so the tokenizer gets as many
-    pieces as the corpus supports and a warning names the shortfall.
+    pieces as the corpus supports and a warning names the shortfall. In a multi-host job process 0 checks and
+    builds the cache while the others wait, then every host loads it.
     """
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)
-    directory = workdir / "tokenizer"
-    if not directory.exists():
-        train, _ = pairs()
-        corpus = [f"{prompt}{PROMPT_TARGET_SEPARATOR}{target}" for prompt, target in train]
-        trained = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0, vocab_size_is_limit=True)
-        if trained.vocab_size < cfg.vocab_size:
-            log.warning("data.vocab_size=%d: the training text supports only %d sentencepiece pieces; using %d",
-                        cfg.vocab_size, trained.vocab_size, trained.vocab_size)
-        trained.save(directory)
+    directory = RunDir(workdir).tokenizer
+    run_on_main("tokenizer cache", lambda: _build_tokenizer_if_stale(cfg, directory, pairs))
     return load_tokenizer(directory)
+
+
+def _build_tokenizer_if_stale(cfg: DataConfig, directory: Path, pairs: Callable[[], SplitPairs]) -> None:
+    train, _ = pairs()
+    inputs = {"vocab_size": cfg.vocab_size, "train_text": _text_digest(train)}
+    if cache_is_current(directory, inputs):
+        return
+    corpus = [f"{prompt}{PROMPT_TARGET_SEPARATOR}{target}" for prompt, target in train]
+    staging = directory.with_name(f".{directory.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    trained = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0, vocab_size_is_limit=True)
+    if trained.vocab_size < cfg.vocab_size:
+        log.warning("data.vocab_size=%d: the training text supports only %d sentencepiece pieces; using %d",
+                    cfg.vocab_size, trained.vocab_size, trained.vocab_size)
+    trained.save(staging)
+    stamp_cache(staging, inputs)
+    _swap_into_place(staging, directory)
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Replace `directory` by the complete `staging` (the old one is removed first: a crash leaves no cache, which
+    is rebuilt, rather than a stale one)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+
+
+def _text_digest(pairs: Sequence[TextPair]) -> str:
+    """A digest of the exact text a cache is built from: any change of data, template or variant changes it."""
+    digest = hashlib.sha256()
+    for prompt, target in pairs:
+        digest.update(json.dumps([prompt, target], ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer: Tokenizer) -> str:
+    """A digest of what a tokenizer does — its vocabulary, special ids and the encoding of a probe text —
+    independent of the files it was loaded from."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([type(tokenizer).__name__, tokenizer.vocab_size, tokenizer.bos_id, tokenizer.eos_id,
+                              tokenizer.pad_id, tokenizer.encode(_PROBE_TEXT)]).encode("utf-8"))
+    for token_id in range(tokenizer.vocab_size):
+        digest.update(tokenizer.decode([token_id]).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+_PROBE_TEXT = "Question: If 12 apples cost $3.60, what do 7 cost?\nAnswer: The answer is 2.10. Ünïcödé — ok?"
 
 
 def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[TextPair]) -> list[tuple[list[int], list[int]]]:
@@ -152,24 +199,40 @@ def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[TextPair]) -> list[tupl
 
 def packed_splits(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer, workdir: Path,
                   pairs: Callable[[], SplitPairs]) -> dict[str, Packed]:
-    """Packed train/validation rows, built once from `pairs()` and cached under `workdir/data`."""
-    cache = workdir / "data"
-    if (cache / "stats.json").exists():
-        with np.load(cache / "train.npz") as train, np.load(cache / "validation.npz") as validation:
-            return {"train": _as_packed(train, cache, "train"), "validation": _as_packed(validation, cache, "validation")}
+    """Packed train/validation rows from `pairs()`, cached under `workdir/data` and rebuilt whenever the text,
+    the tokenizer, `train.seq_len` or the overflow rule differ from what the cache was built from.
+
+    In a multi-host job process 0 checks and builds the cache while the others wait, then every host loads it.
+    """
+    cache = RunDir(workdir).data
+    run_on_main("packed-row cache", lambda: _build_rows_if_stale(cfg, train_cfg, tokenizer, cache, pairs))
+    with np.load(cache / "train.npz") as train, np.load(cache / "validation.npz") as validation:
+        return {"train": _as_packed(train, cache, "train"), "validation": _as_packed(validation, cache, "validation")}
+
+
+def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer, cache: Path,
+                         pairs: Callable[[], SplitPairs]) -> None:
     train_pairs, validation_pairs = pairs()
     overflow = "truncate" if cfg.truncate_long else "drop"
+    inputs = {"seq_len": train_cfg.seq_len, "overflow": overflow, "tokenizer": tokenizer_digest(tokenizer),
+              "train_text": _text_digest(train_pairs), "validation_text": _text_digest(validation_pairs)}
+    if cache_is_current(cache, inputs):
+        return
+    if cache.exists():
+        log.warning("%s: packed rows were built from other inputs (data, tokenizer or train.seq_len); rebuilding",
+                    cache)
     splits = {name: pack(tokenize_pairs(tokenizer, pairs), train_cfg.seq_len, overflow=overflow)
               for name, pairs in (("train", train_pairs), ("validation", validation_pairs))}
-    cache.mkdir(parents=True, exist_ok=True)
+    staging = cache.with_name(f".{cache.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     for name, packed in splits.items():
-        tmp = cache / f"{name}.tmp.npz"
-        np.savez(tmp, **packed.arrays)
-        tmp.replace(cache / f"{name}.npz")
+        np.savez(staging / f"{name}.npz", **packed.arrays)
         log.info("%s: %s", name, packed.stats)
     stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
-    (cache / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
-    return splits
+    (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+    stamp_cache(staging, inputs)
+    _swap_into_place(staging, cache)
 
 
 def _as_packed(arrays, cache: Path, name: str) -> Packed:

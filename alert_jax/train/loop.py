@@ -29,13 +29,12 @@ from alert_jax.model.io import load_model
 from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig, get_preset, is_preset
-from alert_jax.parallel.mesh import host_shard, make_mesh, maybe_initialize_distributed, resolve_mesh_shape
+from alert_jax.parallel.mesh import devices_for, host_shard, is_main_process, make_mesh, maybe_initialize_distributed, run_on_main
 from alert_jax.parallel.rules import (
     DEFAULT_RULES,
     batch_sharding,
     logical_sharding,
     optimizer_state_shardings,
-    param_shardings,
     sharded_init,
 )
 from alert_jax.train import checkpoints
@@ -43,7 +42,7 @@ from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
 from alert_jax.train.step import TrainState, make_eval_step, make_train_step
-from alert_jax.workdir import RunDir
+from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +52,12 @@ def _runtime(cfg: ExperimentConfig) -> RuntimeOptions:
                           remat=cfg.model.remat, attention=cfg.model.attention)
 
 
-def _devices_for(cfg: ExperimentConfig) -> list:
-    """All devices, or — for a fully specified mesh smaller than the machine — the first ones (handy on CPU)."""
-    devices = jax.devices()
-    sizes = (cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    if -1 not in sizes and math.prod(sizes) < len(devices):
-        return devices[: math.prod(sizes)]
-    return devices
-
-
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
-    """(architecture, sharded params, their shardings): a seeded sharded init or a loaded checkpoint."""
+    """(architecture, sharded params, their shardings): a seeded sharded init or a checkpoint loaded into `mesh`.
+
+    A checkpoint (HF directory, metaseq file, alert_jax model, workdir) is read tensor by tensor straight into
+    its shards (`model.io.load_model`), so no device ever holds more than its share of the model.
+    """
     runtime = _runtime(cfg)
     if is_preset(cfg.model.name):
         arch = _fit_vocab(get_preset(cfg.model.name), vocab_size, cfg.model.name)
@@ -71,12 +65,8 @@ def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTCon
         params, shardings = sharded_init(partial(boxed_params, module), mesh, DEFAULT_RULES,
                                          jax.random.PRNGKey(cfg.model.seed))
         return arch, params, shardings
-    model = load_model(cfg.model.name)
-    module = OPTForCausalLM(model.config, runtime)
-    with logical_sharding(mesh, DEFAULT_RULES):
-        abstract = jax.eval_shape(partial(boxed_params, module), jax.random.PRNGKey(0))
-        shardings = param_shardings(abstract, mesh, DEFAULT_RULES)
-    return model.config, jax.device_put(model.params, shardings), shardings
+    model = load_model(cfg.model.name, mesh=mesh, rules=DEFAULT_RULES)
+    return model.config, model.params, jax.tree.map(lambda x: x.sharding, model.params)
 
 
 def _fit_vocab(arch: OPTConfig, vocab_size: int, name: str) -> OPTConfig:
@@ -96,11 +86,11 @@ class Trainer:
         maybe_initialize_distributed()
         self.cfg, self.run_dir = cfg, RunDir(workdir)
         self.workdir = self.run_dir.root
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.is_main = jax.process_index() == 0
+        self.run_dir.claim()
+        self.is_main = is_main_process()
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
-        self.mesh = make_mesh(cfg.mesh, _devices_for(cfg))
+        self.mesh = make_mesh(cfg.mesh, devices_for(cfg.mesh))
         self._prepare_data()
         state = self._initial_state()
         self._compile_steps(state)
@@ -145,9 +135,14 @@ class Trainer:
                                  out_shardings=replicated)
 
     def _restore(self, state: TrainState) -> TrainState:
-        """The latest checkpoint restored into `state`'s shardings, or `state` itself for a fresh run."""
+        """The latest checkpoint restored into `state`'s shardings (whatever mesh saved it), or `state` itself for a
+        fresh run. Checkpoints trained under another architecture or seq_len are refused, naming the keys."""
         self.manager = checkpoints.checkpoint_manager(self.workdir, self.cfg.train.keep_checkpoints,
                                                       self.cfg.train.async_checkpointing)
+        contract = {"model": dataclasses.asdict(self.arch), "train.seq_len": self.cfg.train.seq_len}
+        if self.manager.latest_step() is not None:
+            check_contract(self.run_dir.checkpoint_contract, contract)
+        run_on_main("checkpoint contract", lambda: write_json_atomically(self.run_dir.checkpoint_contract, contract))
         restored = checkpoints.restore_state(self.manager, state)
         return restored if restored is not None else state
 

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-METRICS_FILE = "metrics.jsonl"
+from alert_jax.workdir import RunDir
+
 
 
 def truncate_after(path: Path, step: int) -> None:
@@ -32,13 +33,13 @@ def truncate_after(path: Path, step: int) -> None:
 
 class MetricsLog:
     def __init__(self, workdir: Path, enabled: bool = True):
-        self.path = Path(workdir) / METRICS_FILE
+        self.path = RunDir(workdir).metrics
         self.enabled = enabled
         self._tb: Optional[Any] = None
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(str(RunDir(workdir).tensorboard))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
