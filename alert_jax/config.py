@@ -108,6 +108,7 @@ class EvalConfig:
     seed: int = 0  # sampling seed (temperature > 0)
     stop_strings: tuple[str, ...] = DEFAULT_STOP_STRINGS
     dtype: str = "float32"  # compute dtype of the evaluated model
+    quantize: str = "none"  # "int8": int8 weight-only inference, scales computed at load (model/quantize.py)
     tokenizer: str = ""  # "" = MODEL/tokenizer, else the model directory's own (HF)
     data_root: str = ""  # root that the suite's file paths are relative to
     tfds_dir: str = ""  # a `alert-jax data build eval` output holding the suite, read instead of raw files

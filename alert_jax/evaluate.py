@@ -270,7 +270,7 @@ def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source:
     from alert_jax.parallel.mesh import devices_for, make_mesh
 
     # First: a wrong model path is the likelier mistake.
-    model = load_model(model_path, cfg.dtype, mesh=make_mesh(cfg.mesh, devices_for(cfg.mesh)))
+    model = load_model(model_path, cfg.dtype, mesh=make_mesh(cfg.mesh, devices_for(cfg.mesh)), quantize=cfg.quantize)
     tokenizer = resolve_tokenizer(str(model_path), cfg.tokenizer or None)
     with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True,
               disable=not writer) as bar:

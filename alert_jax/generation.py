@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from alert_jax.model.io import mesh_of
 from alert_jax.model.model import Model
-from alert_jax.parallel.mesh import MESH_AXES
 from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding
 from alert_jax.model.opt import LayerCache, OPTForCausalLM, init_cache, positions_from_mask
 
@@ -248,7 +248,7 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     stop_table[list(stop_token_ids)] = True
     sampling = _Sampling(jnp.asarray(stop_table), jnp.float32(max(temperature, 1e-30)), jnp.float32(top_p),
                          jax.random.PRNGKey(seed))
-    mesh = _mesh_of(model)
+    mesh = mesh_of(model)
     rows = _rows_sharding(mesh, len(ids))
     with logical_sharding(mesh, DEFAULT_RULES):
         state = _prefill_program(model.module)(model.params, _to_devices(ids, rows), _to_devices(mask, rows),
@@ -258,15 +258,6 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
             state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
             return _to_host(state.tokens)[:, :max_new_tokens]
         return _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings, tokenizer)
-
-
-def _mesh_of(model: Model) -> Mesh:
-    """The mesh the model's params live on (`load_model(..., mesh=)`); generation runs over the same devices."""
-    sharding = getattr(jax.tree.leaves(model.params)[0], "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        return sharding.mesh
-    device = next(iter(sharding.device_set)) if sharding is not None else jax.local_devices()[0]
-    return Mesh(np.array([device]).reshape(1, 1, 1), MESH_AXES)
 
 
 def _rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:

@@ -12,7 +12,7 @@ from alert_jax.config import EvalConfig, eval_config_for, load_config, to_dict
 SHORTHANDS = {
     "suite": "suite", "templates": "templates", "tokenizer": "tokenizer", "data_root": "data_root",
     "max_new_tokens": "max_new_tokens", "batch_size": "batch_size", "max_examples": "max_examples_per_task",
-    "temperature": "temperature", "top_p": "top_p", "dtype": "dtype", "label": "label", "variant": "variant",
+    "temperature": "temperature", "top_p": "top_p", "dtype": "dtype", "quantize": "quantize", "label": "label", "variant": "variant",
     "size": "size", "skip_missing": "skip_missing",
 }
 
@@ -86,6 +86,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--dtype", help="compute dtype: float32, bfloat16 or float16")
+    parser.add_argument("--quantize", choices=("none", "int8"),
+                        help="int8: int8 weight-only inference, per-channel scales computed at load (default: none)")
     parser.add_argument("--label", help="model name in the outputs (default: the model path's last component)")
     parser.add_argument("--variant", help="pretrained, ft, cot, ... (default: pretrained, or the config's variant)")
     parser.add_argument("--size", help='size label such as "1.3b", for scaling tables')

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
@@ -25,7 +25,8 @@ from alert_jax.model import convert
 from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
-from alert_jax.parallel.mesh import is_main_process, make_mesh
+from alert_jax.model.quantize import check_mode, quantize_params
+from alert_jax.parallel.mesh import MESH_AXES, is_main_process, make_mesh
 from alert_jax.parallel.rules import (
     DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
 )
@@ -41,14 +42,18 @@ class ModelSourceError(AlertJaxError):
 
 def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0, remat: bool = False,
                attention: str = "xla", mesh: Optional[Mesh] = None, rules: LogicalRules = DEFAULT_RULES,
-               num_attention_heads: Optional[int] = None) -> Model:
+               num_attention_heads: Optional[int] = None, quantize: str = "none") -> Model:
     """Load an OPT: bare preset name (seeded random init), HF directory, metaseq `.pt` file, alert_jax model
     directory, or training workdir (its best model), with params laid out over `mesh` by `rules`.
 
     `mesh=None` is one device (the first local one). A name with a path separator is always a path: a missing
     one is an error, never a preset's random init. `num_attention_heads` is for metaseq files whose config
-    lacks it.
+    lacks it. `quantize="int8"` returns the int8 weight-only model (`quantize_model`), for inference only.
     """
+    if check_mode(quantize) == "int8":
+        model = load_model(path_or_preset, dtype, seed=seed, remat=remat, attention=attention, mesh=mesh,
+                           rules=rules, num_attention_heads=num_attention_heads)
+        return quantize_model(model, rules)
     runtime = RuntimeOptions(dtype=dtype_from_name(dtype), remat=remat, attention=attention)
     mesh = mesh if mesh is not None else single_device_mesh()
     path = Path(path_or_preset)
@@ -75,6 +80,23 @@ def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int 
 def single_device_mesh() -> Mesh:
     """The mesh of one device (this process's first): where an unsharded model lives."""
     return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
+
+
+def mesh_of(model: Model) -> Mesh:
+    """The mesh the model's params live on (`load_model(..., mesh=)`); one device for an unsharded model."""
+    sharding = getattr(jax.tree.leaves(model.params)[0], "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return sharding.mesh
+    device = next(iter(sharding.device_set)) if sharding is not None else jax.local_devices()[0]
+    return Mesh(np.array([device]).reshape(1, 1, 1), MESH_AXES)
+
+
+def quantize_model(model: Model, rules: LogicalRules = DEFAULT_RULES) -> Model:
+    """The int8 weight-only version of a float model (model/quantize.py), on the same mesh: each int8 kernel
+    keeps its float kernel's layout and each scale follows its output axis, so nothing is gathered."""
+    runtime = dataclasses.replace(model.runtime, quantize="int8")
+    shardings = param_shardings_for(model.config, runtime, mesh_of(model), rules)
+    return Model(model.config, jax.jit(quantize_params, out_shardings=shardings)(model.params), runtime)
 
 
 def param_shardings_for(config: OPTConfig, runtime: RuntimeOptions, mesh: Mesh,

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from alert_jax.model.presets import OPTConfig
+from alert_jax.model.quantize import Int8Dense, Int8Embed
 
 POSITION_OFFSET = 2  # OPT's learned position table starts at index 2 (fairseq legacy)
 MASK_VALUE = -1e9  # large but finite: a fully masked (left-padded) query row stays NaN-free
@@ -31,6 +32,7 @@ class RuntimeOptions:
     param_dtype: Any = jnp.float32  # master params
     remat: bool = False
     attention: str = "xla"  # "xla" (einsum softmax) or "dot_product" (jax.nn.dot_product_attention)
+    quantize: str = "none"  # "int8": matmul weights held as int8 + per-channel scales (model/quantize.py)
 
 
 class LayerCache(NamedTuple):
@@ -49,7 +51,9 @@ def _init(initializer, names: tuple[Optional[str], ...]):
 
 
 def _dense(features: int, in_names: str, out_names: str, cfg: OPTConfig, rt: RuntimeOptions, name: str,
-           bias: bool = True) -> nn.Dense:
+           bias: bool = True) -> nn.Module:
+    if rt.quantize == "int8":
+        return Int8Dense(features, in_names, out_names, use_bias=bias, dtype=rt.dtype, name=name)
     return nn.Dense(
         features,
         use_bias=bias,
@@ -164,10 +168,13 @@ class OPTDecoder(nn.Module):
 
     def setup(self) -> None:
         cfg, rt = self.cfg, self.rt
-        self.embed_tokens = nn.Embed(
-            cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype, param_dtype=rt.param_dtype,
-            embedding_init=_init(nn.initializers.normal(0.02), ("vocab", "embed")),
-        )
+        if rt.quantize == "int8":
+            self.embed_tokens = Int8Embed(cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype)
+        else:
+            self.embed_tokens = nn.Embed(
+                cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype, param_dtype=rt.param_dtype,
+                embedding_init=_init(nn.initializers.normal(0.02), ("vocab", "embed")),
+            )
         self.embed_positions = nn.Embed(
             cfg.max_position_embeddings + POSITION_OFFSET, cfg.hidden_size, dtype=rt.dtype, param_dtype=rt.param_dtype,
             embedding_init=_init(nn.initializers.normal(0.02), ("positions", "embed")),
@@ -199,6 +206,8 @@ class OPTDecoder(nn.Module):
 
     def lm_head(self, h: jax.Array) -> jax.Array:
         """Tied output projection (OPT shares it with the token embedding); float32 logits."""
+        if isinstance(self.embed_tokens, Int8Embed):
+            return self.embed_tokens.logits(h)
         table = self.embed_tokens.embedding.astype(h.dtype)
         return jnp.einsum("btd,vd->btv", h, table, preferred_element_type=jnp.float32)
 

@@ -1,0 +1,114 @@
+"""int8 weight-only inference: per-output-channel symmetric int8 weights, dequantised inside the matmul.
+
+Why: decoding reads every weight once per generated token, so the bytes of the matmul weights set the step time
+wherever the step is memory-bound (batch-1/8 decode on CPU, GPU and TPU alike) and int8 stores them in a quarter
+of float32's bytes — what makes evaluating a 13B model cheap. Only the matmul weights are quantised (every Dense
+kernel and the tied token embedding, which is also the LM head); biases, layer norms and the position table stay
+float32. Activations are never quantised, so no calibration data is needed: the scales are computed at load
+(`quantize_params`) from the weights alone.
+
+Scales are per OUTPUT channel (one per column of a Dense kernel, one per vocabulary row of the embedding):
+`w ≈ q · scale` with `scale = max|w| / 127` over the reduced (input) axis, so a channel's rounding error is at
+most half its own step and a large channel never coarsens a small one. A channel that is all zeros gets scale 1.
+
+The layers below declare the int8 tree with the same logical axis names as the float layers (`scale` follows the
+output axis), so the partition rules shard a quantised model over a mesh exactly like its float32 original.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alert_jax.errors import AlertJaxError
+
+QUANTIZE_MODES = ("none", "int8")
+_INT8_MAX = 127.0
+
+
+class QuantizeError(AlertJaxError):
+    """An unknown quantisation mode (the message names the accepted ones)."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in QUANTIZE_MODES:
+        raise QuantizeError(f"quantize {mode!r}: expected one of {', '.join(QUANTIZE_MODES)}")
+    return mode
+
+
+def quantize_weight(weight: jax.Array, reduce_axis: int) -> tuple[jax.Array, jax.Array]:
+    """(int8 weight, float32 scale per kept channel) with `weight ≈ q * expand_dims(scale, reduce_axis)`."""
+    amax = jnp.max(jnp.abs(weight.astype(jnp.float32)), axis=reduce_axis)
+    scale = jnp.where(amax > 0, amax / _INT8_MAX, 1.0)
+    q = jnp.round(weight / jnp.expand_dims(scale, reduce_axis))
+    return jnp.clip(q, -_INT8_MAX, _INT8_MAX).astype(jnp.int8), scale
+
+
+def quantize_params(params: Any) -> Any:
+    """The int8 tree of a float OPT params tree: every Dense `kernel` [in, out] → int8 + `scale` [out], the token
+    embedding [vocab, embed] → int8 + `scale` [vocab]; everything else unchanged."""
+
+    def walk(name: str, node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if name == "embed_tokens":
+            q, scale = quantize_weight(node["embedding"], reduce_axis=1)
+            return {"embedding": q, "scale": scale}
+        out = {k: walk(k, v) for k, v in node.items()}
+        if "kernel" in node and node["kernel"].ndim == 2:
+            out["kernel"], out["scale"] = quantize_weight(node["kernel"], reduce_axis=0)
+        return out
+
+    return walk("", params)
+
+
+def _boxed(init, names: tuple[str, ...]):
+    return nn.with_logical_partitioning(init, names)
+
+
+class Int8Dense(nn.Module):
+    """`nn.Dense` over an int8 kernel: y = (x · q) * scale + bias, the dequantisation fused into the matmul's
+    output (one multiply per output, not per weight)."""
+
+    features: int
+    in_names: str
+    out_names: str
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _boxed(nn.initializers.zeros, (self.in_names, self.out_names)),
+                            (x.shape[-1], self.features), jnp.int8)
+        scale = self.param("scale", _boxed(nn.initializers.ones, (self.out_names,)), (self.features,), jnp.float32)
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) * scale.astype(self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", _boxed(nn.initializers.zeros, (self.out_names,)), (self.features,),
+                               jnp.float32).astype(self.dtype)
+        return y
+
+
+class Int8Embed(nn.Module):
+    """The tied token embedding in int8 with one scale per vocabulary row: a lookup dequantises the rows it
+    reads, and `logits` is the LM head (h · qᵀ) * scale."""
+
+    num_embeddings: int
+    features: int
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.embedding = self.param("embedding", _boxed(nn.initializers.zeros, ("vocab", "embed")),
+                                    (self.num_embeddings, self.features), jnp.int8)
+        self.scale = self.param("scale", _boxed(nn.initializers.ones, ("vocab",)), (self.num_embeddings,),
+                                jnp.float32)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        rows = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+        return rows * jnp.take(self.scale, ids, axis=0)[..., None].astype(self.dtype)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """float32 logits [..., vocab]."""
+        raw = jnp.einsum("btd,vd->btv", h, self.embedding.astype(h.dtype), preferred_element_type=jnp.float32)
+        return raw * self.scale
