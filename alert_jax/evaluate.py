@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
@@ -265,20 +266,29 @@ def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source:
     # Imported here so that rescoring a finished workdir (and `import alert_jax.evaluate`) never loads jax.
     from tqdm.auto import tqdm
 
-    from alert_jax.generation import generate_text
+    from alert_jax.generation import GenerationStats, generate_text
     from alert_jax.model.io import load_model
     from alert_jax.parallel.mesh import devices_for, make_mesh
 
     # First: a wrong model path is the likelier mistake.
     model = load_model(model_path, cfg.dtype, mesh=make_mesh(cfg.mesh, devices_for(cfg.mesh)), quantize=cfg.quantize)
     tokenizer = resolve_tokenizer(str(model_path), cfg.tokenizer or None)
+    stats, start = GenerationStats(), time.perf_counter()
     with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True,
               disable=not writer) as bar:
         for chunk in _chunks(todo, CHUNK_BATCHES * cfg.batch_size):
             texts = generate_text(model, tokenizer, [item.prompt for item in chunk], batch_size=cfg.batch_size,
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  seed=cfg.seed, stop_strings=tuple(cfg.stop_strings))
+                                  seed=cfg.seed, stop_strings=tuple(cfg.stop_strings), stats=stats)
             if writer:
                 append_records(path, [{**instance_record(item, system, text), "source": source}
                                       for item, text in zip(chunk, texts)])
             bar.update(len(chunk))
+            _log_throughput(stats, time.perf_counter() - start, cfg.max_new_tokens)
+
+
+def _log_throughput(stats: "GenerationStats", seconds: float, max_new_tokens: int) -> None:
+    """Throughput so far (compiles included): prompts/s, generated tokens/s, and how early batches stopped."""
+    logger.info("evaluate throughput: %d prompts in %.1f s = %.2f prompts/s, %.1f generated tokens/s; "
+                "%d batches took %d decode steps of at most %d", stats.prompts, seconds, stats.prompts / seconds,
+                stats.new_tokens / seconds, stats.batches, stats.decode_steps, stats.batches * max_new_tokens)

@@ -22,6 +22,7 @@ generated text only (not across the prompt boundary).
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
+import dataclasses
 import functools
 import logging
 import math
@@ -60,6 +61,17 @@ def bucket_length(n: int, minimum: int = MIN_BUCKET) -> int:
         if n <= size + size // 2:
             return size + size // 2
         size *= 2
+
+
+@dataclasses.dataclass
+class GenerationStats:
+    """Work counters that `generate` / `generate_text` add to when given one: what evaluation logs as throughput
+    and what shows the early stop (`decode_steps` below `batches × max_new_tokens` once rows stop early)."""
+
+    prompts: int = 0  # real prompts (not the rows that fill up a last batch)
+    new_tokens: int = 0  # tokens generated up to and including each row's stop
+    batches: int = 0
+    decode_steps: int = 0  # decode-loop iterations, summed over batches
 
 
 class _State(NamedTuple):
@@ -229,13 +241,13 @@ def _stop_string_end(tokens: np.ndarray, start: int, stop_strings: Sequence[str]
 
 def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
-             tokenizer: Optional["Tokenizer"] = None) -> np.ndarray:
+             tokenizer: Optional["Tokenizer"] = None, stats: Optional[GenerationStats] = None) -> np.ndarray:
     """New tokens [B, max_new_tokens] for a LEFT-padded batch; `config.pad_token_id` after a row stops.
 
     `temperature=0` is greedy (argmax); otherwise tokens are sampled from softmax(logits / temperature),
     restricted to the nucleus `top_p`, with `jax.random` keyed by `seed` (deterministic). A row stops after
     emitting one of `stop_token_ids` (kept) or once its generated text contains one of `stop_strings` (the
-    completing token is kept; this needs `tokenizer.decode`).
+    completing token is kept; this needs `tokenizer.decode`). `stats` (optional) counts the batch's work.
     """
     mode = _sampling_mode(temperature, top_p)
     if stop_strings and tokenizer is None:
@@ -254,10 +266,24 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
         state = _prefill_program(model.module)(model.params, _to_devices(ids, rows), _to_devices(mask, rows),
                                                new_slots=bucket_length(max_new_tokens))
         decode = _decode_program(model.module, mode)
-        if not stop_strings:
+        if stop_strings:
+            tokens, steps = _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings,
+                                                      tokenizer)
+        else:
             state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
-            return _to_host(state.tokens)[:, :max_new_tokens]
-        return _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings, tokenizer)
+            tokens, steps = _to_host(state.tokens)[:, :max_new_tokens], int(_to_host(state.step))
+    if stats is not None:
+        stats.batches += 1
+        stats.decode_steps += steps
+        stats.prompts += len(tokens)
+        stats.new_tokens += int(_generated_lengths(tokens, pad_id=model.config.pad_token_id).sum())
+    return tokens
+
+
+def _generated_lengths(tokens: np.ndarray, pad_id: int) -> np.ndarray:
+    """Tokens each row generated: up to its last non-pad token (a row's padding only ever follows its stop)."""
+    real = tokens != pad_id
+    return np.where(real.any(axis=1), tokens.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
 
 
 def _rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:
@@ -284,8 +310,9 @@ def _to_host(array: jax.Array) -> np.ndarray:
 
 
 def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sampling, max_new_tokens: int,
-                              stop_strings: Sequence[str], tokenizer: "Tokenizer") -> np.ndarray:
-    """Decode in chunks; between chunks, finish (and pad) rows whose generated text contains a stop string."""
+                              stop_strings: Sequence[str], tokenizer: "Tokenizer") -> tuple[np.ndarray, int]:
+    """Decode in chunks; between chunks, finish (and pad) rows whose generated text contains a stop string.
+    Returns the tokens and the decode steps taken."""
     pad_id = model.config.pad_token_id
     checked = 0  # generated tokens already searched for stop strings
     unchecked_rows = np.ones(state.done.shape, bool)  # rows that may still complete a stop string
@@ -301,7 +328,7 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
         unchecked_rows &= ~done
         checked = step
         if step >= max_new_tokens or done.all():
-            return tokens[:, :max_new_tokens]
+            return tokens[:, :max_new_tokens], step
         state = state._replace(tokens=_to_devices(tokens, state.tokens.sharding),
                                done=_to_devices(done, state.done.sharding))
         limit = min(step + STOP_STRING_CHECK_EVERY, max_new_tokens)
@@ -310,7 +337,7 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
 
 def generate_text(model: Model, tokenizer: "Tokenizer", prompts: Sequence[str], *, max_new_tokens: int,
                   batch_size: int, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-                  stop_strings: Sequence[str] = ()) -> list[str]:
+                  stop_strings: Sequence[str] = (), stats: Optional[GenerationStats] = None) -> list[str]:
     """Completions of `prompts` (in their order), stopped at EOS or a stop string (which is cut off).
 
     Each prompt becomes `[bos] + encode(prompt)`, truncated from the left (BOS kept) to fit
@@ -336,7 +363,10 @@ def generate_text(model: Model, tokenizer: "Tokenizer", prompts: Sequence[str], 
         mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
         new = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        seed=seed + start, stop_token_ids=(tokenizer.eos_id,), stop_strings=stop_strings,
-                       tokenizer=tokenizer)
+                       tokenizer=tokenizer, stats=stats)
+        if stats is not None:  # the rows that fill up a last batch are not prompts: uncount them
+            stats.prompts -= batch_size - len(members)
+            stats.new_tokens -= int(_generated_lengths(new[len(members):], model.config.pad_token_id).sum())
         for i, tokens in zip(members, new):
             texts[i] = _cut_at_stop_strings(tokenizer.decode(tokens.tolist()), stop_strings)
     return texts

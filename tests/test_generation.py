@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import alert_jax
-from alert_jax.generation import GenerationError, _nucleus_filter, bucket_length, generate, generate_text
+from alert_jax.generation import (
+    GenerationError, GenerationStats, _nucleus_filter, bucket_length, generate, generate_text,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -159,6 +161,32 @@ def test_generate_text_matches_one_prompt_at_a_time_in_original_order(post_ln):
         ids = np.array([[BOS, *tok.encode(prompt)[-(room - 1):]]])
         full = tok.decode(hf_greedy(hf_model, ids, np.ones_like(ids), new=new, eos=BOS)[0].tolist())
         assert text == full.split(stop)[0]
+
+
+def test_a_batch_stops_as_soon_as_every_row_has_stopped(post_ln):
+    _, model = post_ln
+    ids, mask = left_padded_batch()
+    greedy = generate(model, ids, mask, max_new_tokens=NEW)
+    stop = int(greedy[0, 2])  # row 0 stops at its third token; other rows at their first occurrence of it
+    stats = GenerationStats()
+    out = generate(model, ids, mask, max_new_tokens=NEW, stop_token_ids=(stop,), stats=stats)
+    ends = [int(np.flatnonzero(row == stop)[0]) + 1 if (row == stop).any() else NEW for row in greedy]
+    assert stats.decode_steps == max(ends) < NEW
+    assert stats.new_tokens == sum(ends) and stats.prompts == len(ids) and stats.batches == 1
+    for row, greedy_row, end in zip(out, greedy, ends):
+        np.testing.assert_array_equal(row[:end], greedy_row[:end])
+        assert (row[end:] == PAD).all()
+
+
+def test_grouping_by_length_changes_no_output_and_counts_only_real_prompts(post_ln):
+    _, model = post_ln
+    tok = CharTokenizer()
+    prompts = ["a" * 3, "b" * 30, "cc " * 5, "d" * 31, "e" * 2]
+    stats = GenerationStats()
+    grouped = generate_text(model, tok, prompts, max_new_tokens=6, batch_size=2, stats=stats)
+    alone = [generate_text(model, tok, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
+    assert grouped == alone
+    assert stats.prompts == len(prompts) and stats.batches == 3
 
 
 def test_prompt_lengths_in_one_bucket_share_a_compile(post_ln, caplog):
