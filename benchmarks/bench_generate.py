@@ -1,133 +1,213 @@
-"""Batched greedy generation on CPU: alert_jax's jitted KV-cache `generate` vs transformers' PyTorch `generate`.
+"""Batched greedy generation on CPU, side by side in one process: alert_jax (fp32, int8) and its peers.
 
-Both run the same random OPT (opt-125m's shape by default) on the same left-padded prompts, in one process,
-side by side: greedy, a fixed number of new tokens and no early stop. Our first call compiles; it is timed
-and reported separately and excluded from the throughput. Appends a section to benchmarks/RESULTS.md.
+Every system runs the same random OPT (opt-125m's widths by default) on the same prompts: greedy, a fixed number
+of new tokens, no early stop. Peers run only when installed (`pip install -e ".[bench]"`): transformers
+(PyTorch), ctranslate2 fp32 and int8, keras-hub's OPT on the JAX backend. The systems take turns (interleaved
+rounds, so background load hits all alike) and each one's median is reported; fp32 peers are checked token for
+token against alert_jax fp32 (int8 rows report their agreement with it too — quantisation may change tokens).
+First calls (compiles, graph builds) are timed apart and excluded. Appends one table per batch size to
+benchmarks/RESULTS.md with the machine, versions, date and load.
 
-    python benchmarks/bench_generate.py [--layers 6 --batch 8 --prompt-len 64 --new-tokens 64 --repeats 2]
+    python benchmarks/bench_generate.py [--layers 6 --batches 1,8 --prompt-len 64 --new-tokens 64 --repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
-import jax
 import numpy as np
-import torch
-import transformers
 
-import alert_jax
-from alert_jax.generation import generate
 from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
-
-
-
 
 SHAPES = {
     "125m": {"vocab": 50272, "hidden": 768, "heads": 12},
     "tiny": {"vocab": 1024, "hidden": 128, "heads": 4},
 }
+PAD, BOS = 1, 2
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) → new tokens [B, new]
 
 
 def left_padded_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `length` columns whose real lengths spread from length/2 to length (BOS first, like OPT)."""
     rng = np.random.RandomState(seed)
-    ids = np.full((batch, length), 1, np.int64)
+    ids = np.full((batch, length), PAD, np.int64)
     mask = np.zeros((batch, length), np.int64)
     for row, real in enumerate(np.linspace(length // 2, length, batch).astype(int)):
-        ids[row, -real:] = np.concatenate([[2], rng.randint(4, vocab, real - 1)])
+        ids[row, -real:] = np.concatenate([[BOS], rng.randint(4, vocab, real - 1)])
         mask[row, -real:] = 1
     return ids, mask
 
 
-def interleaved_best(fns: dict, repeats: int) -> dict[str, tuple[float, object]]:
-    """Best wall time (and last output) of each fn, alternating between them so background load hits all alike."""
-    best = {name: (float("inf"), None) for name in fns}
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _hf_dir(config, layers_dir: Path):
+    """A random transformers OPT saved with a word-level tokenizer `t0…tN` (ctranslate2 reads a vocabulary)."""
+    import tokenizers
+    import transformers
+
+    model = transformers.OPTForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    model.save_pretrained(layers_dir)
+    vocab = {f"t{i}": i for i in range(config.vocab_size)}
+    word_level = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="t3"))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=word_level, bos_token="t2", eos_token="t2",
+                                        pad_token="t1", unk_token="t3").save_pretrained(layers_dir)
+    return model
+
+
+def alert_jax_runners(hf_dir: Path, new: int) -> dict[str, Runner]:
+    import alert_jax
+    from alert_jax.generation import generate
+    from alert_jax.model.io import quantize_model
+
+    fp32 = alert_jax.load_model(hf_dir)
+    int8 = quantize_model(fp32)
+    return {"alert_jax fp32": lambda ids, mask: generate(fp32, ids, mask, max_new_tokens=new),
+            "alert_jax int8": lambda ids, mask: generate(int8, ids, mask, max_new_tokens=new)}
+
+
+def transformers_runner(model, new: int, threads: int) -> dict[str, Runner]:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def run(ids, mask):
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                                 max_new_tokens=new, pad_token_id=PAD, eos_token_id=None)
+        return out[:, ids.shape[1]:].numpy()
+
+    return {"transformers (torch)": run}
+
+
+def ctranslate2_runners(hf_dir: Path, new: int, threads: int) -> dict[str, Runner]:
+    import ctranslate2
+
+    runners = {}
+    for compute in ("float32", "int8"):
+        out = Path(tempfile.mkdtemp()) / compute
+        ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(out), quantization=compute)
+        generator = ctranslate2.Generator(str(out), device="cpu", compute_type=compute, intra_threads=threads)
+
+        def run(ids, mask, generator=generator):
+            prompts = [[f"t{t}" for t in row[m == 1]] for row, m in zip(ids, mask)]
+            results = generator.generate_batch(prompts, max_length=new, min_length=new, sampling_topk=1,
+                                               include_prompt_in_result=False)
+            return np.array([r.sequences_ids[0] for r in results])
+
+        runners[f"ctranslate2 {'fp32' if compute == 'float32' else 'int8'}"] = run
+    return runners
+
+
+def keras_hub_runner(model, new: int) -> dict[str, Runner]:
+    """keras-hub's OPT backbone on the JAX backend with the torch model's weights, greedy via its sampler."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras_hub
+
+    cfg = model.config
+    backbone = keras_hub.models.OPTBackbone(vocabulary_size=cfg.vocab_size, num_layers=cfg.num_hidden_layers,
+                                            num_heads=cfg.num_attention_heads, hidden_dim=cfg.hidden_size,
+                                            intermediate_dim=cfg.ffn_dim, max_sequence_length=cfg.max_position_embeddings)
+    lm = keras_hub.models.OPTCausalLM(backbone=backbone, preprocessor=None, sampler="greedy")
+
+    def run(ids, mask):
+        out = lm.generate({"token_ids": ids, "padding_mask": mask.astype(bool)}, max_length=ids.shape[1] + new,
+                          stop_token_ids=None)
+        return np.asarray(out["token_ids"])[:, ids.shape[1]:]
+
+    return {"keras-hub OPT (JAX)": run}
+
+
+def interleaved_medians(runners: dict[str, Runner], ids, mask, repeats: int) -> dict[str, tuple[float, float, np.ndarray]]:
+    """(first-call seconds, median seconds, tokens) per system; rounds alternate between the systems."""
+    first, outputs, times = {}, {}, {name: [] for name in runners}
+    for name, run in runners.items():
+        start = time.perf_counter()
+        outputs[name] = run(ids, mask)
+        first[name] = time.perf_counter() - start
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for name, run in runners.items():
             start = time.perf_counter()
-            out = fn()
-            best[name] = (min(best[name][0], time.perf_counter() - start), out)
-    return best
+            outputs[name] = run(ids, mask)
+            times[name].append(time.perf_counter() - start)
+    return {name: (first[name], statistics.median(times[name]), outputs[name]) for name in runners}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="125m",
-                        help="125m: opt-125m widths (decode bound by memory bandwidth on a small CPU); "
-                             "tiny: the demo model's widths (bound by per-token overhead)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="125m")
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", default="1,8")
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(cores)
+    import torch
+    import transformers
+
+    threads = os.cpu_count() or 1
     torch.manual_seed(0)
     width = SHAPES[args.shape]
-    config = transformers.OPTConfig(  # random weights
+    config = transformers.OPTConfig(
         vocab_size=width["vocab"], hidden_size=width["hidden"], num_hidden_layers=args.layers,
         num_attention_heads=width["heads"], ffn_dim=4 * width["hidden"], max_position_embeddings=2048,
-        word_embed_proj_dim=width["hidden"], do_layer_norm_before=True, dropout=0.0,
-        attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+        word_embed_proj_dim=width["hidden"], do_layer_norm_before=True, dropout=0.0, attention_dropout=0.0,
+        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=BOS,
     )
-    hf_model = transformers.OPTForCausalLM(config).eval()
-    hf_model.generation_config.eos_token_id = None  # no early stop: every row makes exactly new_tokens
-    ids, mask = left_padded_prompts(args.batch, args.prompt_len, config.vocab_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        hf_model.save_pretrained(tmp)
-        model = alert_jax.load_model(tmp)
+    hf_dir = Path(tempfile.mkdtemp()) / "opt"
+    hf_model = _hf_dir(config, hf_dir)
+    runners = {**alert_jax_runners(hf_dir, args.new_tokens), **transformers_runner(hf_model, args.new_tokens, threads)}
+    skipped = []
+    for name, make in (("ctranslate2", lambda: ctranslate2_runners(hf_dir, args.new_tokens, threads)),
+                       ("keras-hub", lambda: keras_hub_runner(hf_model, args.new_tokens))):
+        try:
+            runners.update(make())
+        except ImportError as error:  # not installed, or a dependency of it is missing (keras-hub needs tensorflow)
+            skipped.append(f"{name} ({error})")
 
-    def run_hf() -> np.ndarray:
-        with torch.inference_mode():
-            out = hf_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
-                                    max_new_tokens=args.new_tokens, min_new_tokens=None, pad_token_id=1,
-                                    eos_token_id=None)
-        return out[:, ids.shape[1]:].numpy()
-
-    def run_ours() -> np.ndarray:
-        return generate(model, ids, mask, max_new_tokens=args.new_tokens)
-
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    run_ours()
-    compile_s = time.perf_counter() - start
-    timed = interleaved_best({"hf": run_hf, "ours": run_ours}, args.repeats)
-    (hf_s, hf_tokens), (ours_s, our_tokens) = timed["hf"], timed["ours"]
-    new_tokens = args.batch * args.new_tokens
-    hf_tps, ours_tps = new_tokens / hf_s, new_tokens / ours_s
-    load_after = os.getloadavg()[0]
-    agree = float((hf_tokens == our_tokens).mean())
-    lines = [
-        f"## Batched greedy generation on CPU ({datetime.date.today().isoformat()})",
-        "",
-        f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}",
-        f"- model: random OPT, {args.shape} shape with {args.layers} layers (hidden {config.hidden_size}, "
-        f"{config.num_attention_heads} heads, ffn {config.ffn_dim}, vocab {config.vocab_size}), float32",
-        f"- workload: batch {args.batch}, left-padded prompts of {args.prompt_len // 2}..{args.prompt_len} tokens, "
-        f"{args.new_tokens} new tokens, greedy, no early stop; best of {args.repeats}, runs interleaved",
-        f"- 1-minute load average before/after: {load_before:.1f}/{load_after:.1f} (other processes share the "
-        f"cores when it exceeds {cores}; PyTorch's {cores} threads suffer more from that than XLA's)",
-        f"- alert_jax first call (compile + run): {compile_s:.2f} s (excluded below)",
-        "",
-        "| implementation | seconds | new tokens/s |",
-        "|---|---|---|",
-        f"| transformers (PyTorch, torch.inference_mode, {cores} threads) | {hf_s:.3f} | {hf_tps:.1f} |",
-        f"| alert_jax `generate` (jit, KV cache, while_loop decode) | {ours_s:.3f} | {ours_tps:.1f} |",
-        "",
-        f"Speed-up: **{ours_tps / hf_tps:.2f}×**; greedy tokens identical to transformers': {agree:.1%}.",
-        "",
-    ]
-    publish(lines, args.no_write)
+    for batch in map(int, args.batches.split(",")):
+        ids, mask = left_padded_prompts(batch, args.prompt_len, config.vocab_size)
+        load_before = os.getloadavg()[0]
+        timed = interleaved_medians(runners, ids, mask, args.repeats)
+        load_after = os.getloadavg()[0]
+        ours = timed["alert_jax fp32"]
+        lines = [
+            f"## Greedy generation, batch {batch}, {args.new_tokens} new tokens: alert_jax and peers "
+            f"({datetime.date.today().isoformat()})",
+            "",
+            f"- machine: {cpu_model()}, {threads} cores; python {platform.python_version()}, jax "
+            f"{_version('jax')}, torch {_version('torch')}, transformers {_version('transformers')}, ctranslate2 "
+            f"{_version('ctranslate2')}, keras-hub {_version('keras-hub')}",
+            f"- model: random OPT, {args.shape} widths, {args.layers} layers (hidden {config.hidden_size}, ffn "
+            f"{config.ffn_dim}, vocab {config.vocab_size}); prompts {args.prompt_len // 2}..{args.prompt_len} tokens, "
+            f"left padded; greedy, no early stop; median of {args.repeats} interleaved rounds",
+            f"- 1-minute load average before/after: {load_before:.1f}/{load_after:.1f} on {threads} cores",
+            *([f"- not run: {'; '.join(skipped)}"] if skipped else []),
+            "",
+            "| system | first call s | median s | new tokens/s | speed ÷ alert_jax fp32 | tokens = alert_jax fp32 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, (first_s, median_s, tokens) in timed.items():
+            agree = float((tokens[:, :args.new_tokens] == ours[2]).mean()) if tokens.shape == ours[2].shape else 0.0
+            lines.append(f"| {name} | {first_s:.2f} | {median_s:.3f} | {batch * args.new_tokens / median_s:.1f} | "
+                         f"{ours[1] / median_s:.2f}× | {agree:.1%} |")
+        lines.append("")
+        publish(lines, args.no_write)
 
 
 if __name__ == "__main__":
