@@ -13,7 +13,7 @@ from alert_jax.config import MeshConfig
 from alert_jax.generation import generate
 from alert_jax.model.io import load_model
 from alert_jax.model.model import logits
-from alert_jax.model.quantize import QuantizeError, quantize_weight
+from alert_jax.model.quantize import SMALL_ROWS, QuantizeError, int8_matmul, quantize_weight
 from alert_jax.parallel.mesh import make_mesh
 
 IDS = np.random.RandomState(0).randint(4, 500, (2, 12))
@@ -33,10 +33,20 @@ def _matmul_weights(params) -> list:
 
 
 def test_per_output_channel_scales_by_hand():
-    weight = np.array([[1.0, -0.5, 0.0], [-2.54, 0.25, 0.0]], np.float32)  # [in=2, out=3]
+    weight = np.array([[1.0, -0.5, 0.0], [-2.54, 0.25, 0.0]], np.float32)  # [in=2, out=3], a Dense kernel
     q, scale = quantize_weight(weight, reduce_axis=0)
     np.testing.assert_allclose(scale, [2.54 / 127, 0.5 / 127, 1.0])  # an all-zero channel gets scale 1
     np.testing.assert_array_equal(q, [[50, -127, 0], [-127, 64, 0]])  # 1/0.02 = 50, 0.25/(0.5/127) = 63.5 → 64
+
+
+@pytest.mark.parametrize("rows", [1, 3, SMALL_ROWS, 40])  # matrix-vector, fused small-batch path, matmul
+def test_int8_matmul_equals_the_dequantised_float_product(rows):
+    rng = np.random.RandomState(rows)
+    q = rng.randint(-127, 128, (48, 32)).astype(np.int8)  # [out, in]
+    scale = rng.uniform(0.001, 0.01, 48).astype(np.float32)
+    x = rng.randn(rows, 32).astype(np.float32)
+    expected = x @ (q.astype(np.float64) * scale[:, None]).T
+    np.testing.assert_allclose(int8_matmul(x, q, scale, np.float32), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_int8_matmul_weights_take_a_quarter_of_the_bytes(pair):
@@ -63,7 +73,8 @@ def test_sharded_model_quantises_in_place_and_generates_like_one_device(pair):
     mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
     sharded = load_model("opt-tiny", mesh=mesh, quantize="int8")
     fc1 = sharded.params["decoder"]["layers_0"]["fc1"]
-    assert fc1["kernel"].dtype == np.int8 and fc1["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
+    assert fc1["kernel"].dtype == np.int8
+    assert fc1["kernel"].sharding.spec == PartitionSpec("tensor", "fsdp")  # int8 kernels are [out, in]
     assert fc1["scale"].sharding.spec == PartitionSpec("tensor")
     mask = np.ones_like(IDS)
     np.testing.assert_array_equal(generate(sharded, IDS, mask, max_new_tokens=6),
