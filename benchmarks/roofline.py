@@ -38,10 +38,13 @@ def _best_seconds(fn, repeats: int) -> float:
 
 
 def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes/s of a jitted full read (a sum) of a float32 array much larger than the caches."""
-    array = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
-    total = jax.jit(jnp.sum)
-    return array.nbytes / _best_seconds(lambda: total(array).block_until_ready(), repeats)
+    """Bytes/s of the faster of two jitted full reads of a float32 array much larger than the caches: a sum, and
+    a vector-matrix product (XLA-CPU may run a reduction on one thread and a product on several)."""
+    matrix = jnp.ones((1024, megabytes * 2**20 // 4 // 1024), jnp.float32)
+    vector = jnp.ones((1, 1024), jnp.float32)
+    total, product = jax.jit(jnp.sum), jax.jit(jnp.matmul)
+    return matrix.nbytes / min(_best_seconds(lambda: total(matrix).block_until_ready(), repeats),
+                               _best_seconds(lambda: product(vector, matrix).block_until_ready(), repeats))
 
 
 def matmul_rate(m: int = 1024, k: int = 768, n: int = 3072, repeats: int = 5) -> float:
