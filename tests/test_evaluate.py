@@ -129,7 +129,7 @@ def test_scores_count_the_answer_a_generation_states(model_dir, tmp_path, monkey
     rows = load_scores(_evaluate(str(model_dir), "synthetic", tmp_path, **RUN))
     assert len(rows) == 6 * len(TEMPLATES)
     for row in rows:
-        assert (row.exact_match, row.relaxed_match, row.rouge_l) == pytest.approx((100 / N,) * 3)
+        assert (row.exact_match, row.relaxed_match, row.contains_match, row.rouge_l) == pytest.approx((100 / N,) * 4)
 
 
 def test_resumes_after_a_kill_generating_only_what_is_missing(finished, model_dir, tmp_path, prompts_seen):

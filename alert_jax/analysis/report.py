@@ -2,8 +2,8 @@
 
 Each run dir holds a `scores.jsonl` (one row per model × task × template, possibly of several
 models and variants) and optionally an `overlap.json` (task → vocabulary-overlap fraction, see
-`analysis.overlap`). ROUGE-L is the headline metric as in the paper; exact and relaxed match get
-their own per-skill tables and all metrics go to the CSVs.
+`analysis.overlap`). ROUGE-L is the headline metric as in the paper; exact, relaxed and contains match
+get their own per-skill tables and all metrics go to the CSVs.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from alert_jax.metrics.aggregate import (
 from alert_jax.metrics.scores import METRICS
 
 HEADLINE = "rouge_l"
-METRIC_LABELS = {"rouge_l": "ROUGE-L", "exact_match": "Exact match", "relaxed_match": "Relaxed match"}
+METRIC_LABELS = {"rouge_l": "ROUGE-L", "exact_match": "Exact match", "relaxed_match": "Relaxed match",
+                 "contains_match": "Contains match"}
 SCORES_FILE = "scores.jsonl"
 OVERLAP_FILE = "overlap.json"
 
@@ -193,6 +194,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
     overlap = {**run_overlap, **(overlap or {})}
     try:
         by_metric = {metric: per_task(rows, metric) for metric in METRICS}
+        by_metric = {metric: tasks for metric, tasks in by_metric.items() if tasks}  # old rows lack later metrics
     except ScoreRowError as error:
         raise ReportInputError(f"{', '.join(str(Path(d) / SCORES_FILE) for d in run_dirs)}: {error}") from error
     tasks = by_metric[HEADLINE]
@@ -204,7 +206,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
 
     headline = METRIC_LABELS[HEADLINE]
     summary = {(s.system, f"{METRIC_LABELS[m]} {name}"): getattr(s, field)
-               for m in METRICS for s in overall(by_metric[m]) for field, name in (("best", "max"), ("mean", "mean"))}
+               for m in by_metric for s in overall(by_metric[m]) for field, name in (("best", "max"), ("mean", "mean"))}
     parts = [
         "# ALERT-style evaluation report\n",
         "Runs: " + ", ".join(f"`{d}`" for d in run_dirs) + f" ({len(rows)} score rows, {len(systems)} systems).\n",
@@ -227,7 +229,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
         _sensitivity_tables(tasks, systems),
         *(f"## Per skill ({METRIC_LABELS[m]})\n\n"
           + _group_tables(f"Per skill ({METRIC_LABELS[m]})", per_skill(by_metric[m]), systems, "skill", ())
-          for m in METRICS if m != HEADLINE),
+          for m in by_metric if m != HEADLINE),
         "## Figures\n",
         "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
     ]
