@@ -102,7 +102,11 @@ class EvalConfig:
     templates: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
     max_new_tokens: int = 64
     batch_size: int = 16
-    max_examples_per_task: int = 0  # 0 = all
+    max_examples_per_task: Optional[int] = None  # None = the suite's `eval_instances_per_task` (alert: 100,
+    # NIV2's test cap); 0 = every instance; chosen by `instance_seed`, the same in every run and template
+    instance_seed: int = 0
+    prompting: str = "zero_shot"  # OPT-R's modes: zero_shot | few_shot | few_shot_explained (see data/templates.py)
+    shots: int = 2  # demonstrations per prompt in the few-shot modes, drawn from the task's unevaluated instances
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0  # sampling seed (temperature > 0)
