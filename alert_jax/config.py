@@ -69,6 +69,8 @@ class DataConfig:
     tokenizer: str = ""  # tokenizer directory; empty = train sentencepiece on the corpus
     vocab_size: int = 1024  # for a sentencepiece tokenizer trained on the corpus
     examples_per_task: int = 200  # training examples per finetuning task (0 = all)
+    mixture: dict[str, int] = dataclasses.field(default_factory=dict)  # source → its own cap (0 = all),
+    # overriding examples_per_task for that source (alert_jax/data/mixture.py)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
 
@@ -145,6 +147,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(k, key_type, f"{key}.{k}"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -231,6 +238,8 @@ def to_dict(config: Any) -> dict:
             out[f.name] = to_dict(v)
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif isinstance(v, dict):
+            out[f.name] = dict(v)
         else:
             out[f.name] = v
     return out

@@ -5,7 +5,8 @@ Training text comes from the suite's `finetune` tasks, read from raw files (`dat
 gives plain narrative text for the demo's "pretraining" stage).
 Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite`, or,
 without one, from the finetuning examples that `alert_jax.data.splits.is_validation` holds out (a TFDS build
-has already held them out the same way). `data.examples_per_task` caps each task's training examples.
+has already held them out the same way). `data.examples_per_task` caps each task's training examples and
+`data.mixture` sets a source's own cap (`alert_jax.data.mixture`).
 Every target ends with EOS so finetuned models learn where to stop.
 The tokenizer and packed arrays are cached in the workdir with a fingerprint of the text, tokenizer and settings
 they were built from, so a resumed run reads exactly the rows it started with and a changed config never reads
@@ -13,7 +14,6 @@ stale ones.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
@@ -29,6 +29,7 @@ from alert_jax.config import DataConfig, TrainConfig
 from alert_jax.data import synthetic
 from alert_jax.errors import AlertJaxError
 from alert_jax.data.example import Task
+from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
 from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import load_suite
@@ -82,17 +83,6 @@ def _built_finetune_pairs(cfg: DataConfig) -> tuple[list[SourcedPair], list[Text
     return [(r["source"], (r["prompt"], r["target"])) for r in train], [(r["prompt"], r["target"]) for r in held_out]
 
 
-def _first_per_source(pairs: Sequence[SourcedPair], n: int) -> list[TextPair]:
-    """The first `n` pairs of each source (all of them for n <= 0), order kept."""
-    seen: collections.Counter[str] = collections.Counter()
-    kept = []
-    for source, pair in pairs:
-        seen[source] += 1
-        if n <= 0 or seen[source] <= n:
-            kept.append(pair)
-    return kept
-
-
 def _validation_tasks(cfg: DataConfig) -> list[Task]:
     if not cfg.validation_suite:
         return []
@@ -117,7 +107,8 @@ def text_pairs(cfg: DataConfig) -> SplitPairs:
                 "text; rebuild with --validation-percent 0 or set data.validation_suite=''")
     else:
         train, held_out = _raw_finetune_pairs(cfg, hold_out=not validation)
-    train_pairs = _first_per_source(train, cfg.examples_per_task)
+    check_mixture(cfg.mixture, [entry.task for entry in load_suite(cfg.suite).finetune_tasks], cfg.suite)
+    train_pairs = capped(train, cfg.examples_per_task, cfg.mixture)
     if validation:
         return train_pairs, validation
     if not held_out:
