@@ -87,6 +87,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
+    select_by: str = "dev_perplexity"  # best/ by dev_perplexity (ALERT) or dev_rouge_l (greedy generation on the
+    # dev tasks under eval.templates, best template per task; alert_jax/train/selection.py)
 
 
 DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")

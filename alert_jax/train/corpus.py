@@ -3,7 +3,8 @@
 Training text comes from the suite's `finetune` tasks, read from raw files (`data.data_root`) or from an
 `alert-jax data build finetune` output (`data.tfds_dir`); both give the same rows (`synthetic-pretrain` instead
 gives plain narrative text for the demo's "pretraining" stage).
-Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite`, or,
+Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite` (their
+instances and explained demonstrations, in the run's own target format), or,
 without one, from the finetuning examples that `alert_jax.data.splits.is_validation` holds out (a TFDS build
 has already held them out the same way). `data.examples_per_task` caps each task's training examples and
 `data.mixture` sets a source's own cap (`alert_jax.data.mixture`).
@@ -28,7 +29,7 @@ import numpy as np
 from alert_jax.config import DataConfig, TrainConfig
 from alert_jax.data import synthetic
 from alert_jax.errors import AlertJaxError
-from alert_jax.data.example import Task
+from alert_jax.data.example import Example, Task
 from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
 from alert_jax.data.splits import is_validation
@@ -87,8 +88,22 @@ def _validation_tasks(cfg: DataConfig) -> list[Task]:
     if not cfg.validation_suite:
         return []
     suite = load_suite(cfg.validation_suite)
-    return [task for entry, task in suite.load_tasks(cfg.data_root or None, skip_missing=True)
-            if entry.split == "dev"]
+    return [with_explained_demonstrations(task)
+            for entry, task in suite.load_tasks(cfg.data_root or None, skip_missing=True) if entry.split == "dev"]
+
+
+def with_explained_demonstrations(task: Task) -> Task:
+    """A dev task as validation text: its instances, then its demonstrations that carry an explanation.
+
+    NIV2 instances have no rationale, so a CoT run's dev targets would all be the bare `The answer is <answer>.`
+    and dev perplexity would ignore how well the model writes rationales — biasing selection against CoT. The
+    task's explained positive examples are the rationales it does have; as examples they give CoT targets
+    `<explanation> The answer is <output>.` (FT runs see the same instances, answer only).
+    """
+    explained = tuple(Example(input=d.input, references=(d.output,), rationale=d.explanation.strip(),
+                              source=task.name, id=f"{task.name}-demonstration-{i}")
+                      for i, d in enumerate(task.demonstrations) if d.explanation.strip())
+    return dataclasses.replace(task, examples=task.examples + explained)
 
 
 def text_pairs(cfg: DataConfig) -> SplitPairs:
