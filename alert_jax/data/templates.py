@@ -112,3 +112,9 @@ def extract_answer(generation: str) -> str:
         if text.endswith("."):
             text = text[:-1]
     return text
+
+
+def task_pairs(tasks: Sequence[Task], variant: str) -> list[tuple[str, str]]:
+    """(prompt, target) for every instance, prompts in the finetuning template: the text a run trains on."""
+    return [(render_prompt(FINETUNE_TEMPLATE, task, ex), format_target(ex, variant))
+            for task in tasks for ex in task.examples]

@@ -34,7 +34,7 @@ from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
 from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import load_suite
-from alert_jax.data.templates import FINETUNE_TEMPLATE, PROMPT_TARGET_SEPARATOR, format_target, render_prompt
+from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR, task_pairs
 from alert_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from alert_jax.parallel.mesh import run_on_main
 from alert_jax.workdir import RunDir, cache_is_current, stamp_cache
@@ -45,12 +45,6 @@ PRETRAIN_SUITE = "synthetic-pretrain"
 TextPair = tuple[str, str]
 SplitPairs = tuple[list[TextPair], list[TextPair]]  # (train, validation)
 SourcedPair = tuple[str, TextPair]  # (suite task it comes from, pair)
-
-
-def task_pairs(tasks: Sequence[Task], variant: str) -> list[TextPair]:
-    """(prompt, target) for every instance, prompts in the finetuning template."""
-    return [(render_prompt(FINETUNE_TEMPLATE, task, ex), format_target(ex, variant))
-            for task in tasks for ex in task.examples]
 
 
 def _finetune_tasks(cfg: DataConfig) -> list[tuple[str, Task]]:
