@@ -73,6 +73,8 @@ class DataConfig:
     # overriding examples_per_task for that source (alert_jax/data/mixture.py)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
+    masked_thought_rate: float = 0.0  # CoT only: fraction of rationale tokens replaced by <unk> in the training
+    # inputs, targets untouched (Masked Thought; alert_jax/data/masked_thought.py); 0 = off, as in ALERT
 
 
 @dataclasses.dataclass(frozen=True)

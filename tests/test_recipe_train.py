@@ -103,3 +103,42 @@ def test_dev_rouge_l_is_real_greedy_generation_on_the_training_mesh(tmp_path):
     assert best["step"] == 2 and best["dev_rouge_l"] == pytest.approx(again)
     with pytest.raises(AlertJaxError, match="train.select_by='dev_bleu'"):
         Trainer(load_config(None, TINY + ["train.select_by=dev_bleu"]), tmp_path / "bad")
+
+
+def test_masked_thought_masks_the_rate_of_rationale_inputs_and_never_a_target(tmp_path):
+    from alert_jax.data.masked_thought import rationale_tokens
+    from alert_jax.data.packing import pack
+    from alert_jax.data.tokenizer import SentencePieceTokenizer
+    from alert_jax.train.corpus import tokenize_pairs
+
+    train, _ = text_pairs(DataConfig(suite="synthetic", validation_suite="synthetic", variant="cot",
+                                     examples_per_task=10))
+    tokenizer = SentencePieceTokenizer.train([f"{p} {t}" for p, t in train], vocab_size=400, seed=0)
+    plain = pack(tokenize_pairs(tokenizer, train), 256).arrays
+    masked_pairs = tokenize_pairs(tokenizer, train, masked_thought_rate=0.3, seed=5)
+    masked = pack(masked_pairs, 256).arrays
+    for field in ("targets", "segment_ids", "positions", "loss_weights"):
+        assert (masked[field] == plain[field]).all()  # only inputs change: targets are the real next tokens
+    changed = masked["inputs"] != plain["inputs"]
+    assert (masked["inputs"][changed] == tokenizer.unk_id).all()
+    assert (masked["loss_weights"][:, :-1][changed[:, 1:]] == 1).all()  # every masked input is a target token
+    rationale = wanted = 0
+    for (prompt, target), (_, full, shown) in zip(train, masked_pairs):
+        answer = target.rsplit(" The answer is ", 1)[1]
+        kept_tail = tokenizer.encode(" The answer is " + answer)[-2:] + [tokenizer.eos_id]
+        assert shown[-3:] == full[-3:] == kept_tail[-3:]  # the answer statement and EOS are never masked
+        n = sum(a != b for a, b in zip(full, shown))
+        r = rationale_tokens(tokenizer, target, full[:-1])
+        assert r > 0 and n == round(0.3 * r)
+        rationale, wanted = rationale + r, wanted + n
+    assert wanted / rationale == pytest.approx(0.3, abs=0.01)  # the rate is honoured
+    assert tokenize_pairs(tokenizer, train, masked_thought_rate=0.3, seed=5) == masked_pairs  # seeded
+    assert tokenize_pairs(tokenizer, train, masked_thought_rate=0.3, seed=6) != masked_pairs
+
+
+def test_masked_thought_needs_cot_targets(tmp_path):
+    from alert_jax.config import TrainConfig
+    from alert_jax.train.corpus import packed_splits
+
+    with pytest.raises(AlertJaxError, match="data.masked_thought_rate=0.2.*data.variant=cot"):
+        packed_splits(DataConfig(variant="ft", masked_thought_rate=0.2), TrainConfig(), None, tmp_path, lambda: ([], []))
