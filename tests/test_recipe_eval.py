@@ -72,3 +72,15 @@ def test_zero_shot_prompts_are_the_plain_templates_and_unknown_modes_are_errors(
     assert [i.prompt for i in zero] == [f"Question: {ex.input}\nAnswer:" for ex in task.examples]
     with pytest.raises(AlertJaxError, match="eval.prompting='one_shot'"):
         plan([(ENTRY, task)], EvalConfig(suite="alert", prompting="one_shot"))
+
+
+def test_the_alert_scaling_sweep_runs_with_the_documented_defaults():
+    from alert_jax.sweep import expand_sweep
+
+    runs = expand_sweep("launch/sweeps/alert_scaling.yaml")
+    assert len(runs) == 18
+    for run in runs:
+        cfg = run.config()
+        assert instances_per_task(cfg.eval) == 100 and cfg.eval.prompting == "zero_shot"
+        assert cfg.data.mixture == {"esnli": 10000, "proofwriter": 10000, "coqa": 10000, "aqua": 10000}
+        assert (cfg.train.select_by, cfg.data.masked_thought_rate) == ("dev_perplexity", 0.0)
