@@ -12,8 +12,10 @@ A workdir holds two files:
   generations file after every run, so several models (keyed by label, variant and size) can share a
   workdir and the report sees them all.
 
-The generation settings (max new tokens, stop strings, sampling) are not part of an instance's key: a
-workdir is meant for one setting.
+The generation settings (max new tokens, stop strings, sampling, `eval.prompting`) are not part of an
+instance's key: a workdir is meant for one setting. Which instances are scored is: `eval.max_examples_per_task`
+(unset: the suite's `eval_instances_per_task`, 100 for `alert` as in NIV2's test split) picks them by a seeded
+hash (`alert_jax.data.selection`), so every run and template scores the same ones and a larger cap only adds.
 
 Scale-out: the model is laid over `eval.mesh` (default: every device, fsdp) and a multi-host job (the same
 environment as `alert-jax finetune`, `parallel.mesh.maybe_initialize_distributed`) evaluates as one: every
