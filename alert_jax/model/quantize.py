@@ -70,15 +70,18 @@ def quantize_params(params: Any) -> Any:
 def int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array, dtype: Any) -> jax.Array:
     """x [..., in] · dequantised q [out, in]ᵀ → [..., out] in `dtype`, the scale applied per output.
 
-    Why two paths: on XLA-CPU a matmul over a converted int8 operand reads the int8 weight once only as a
-    matrix-vector product (one activation row); with 2..16 rows XLA first writes the whole weight out in float
-    and then multiplies (≈9 bytes moved per weight instead of 1, slower than float32). For those row counts a
-    broadcast multiply + reduce over the contiguous input axis fuses the conversion into one pass over the int8
-    weight (measured 2–4× faster than the float32 matmul at 8 rows). Larger inputs (prefill) keep the matmul,
+    Why several paths: on XLA-CPU a matmul over a converted int8 operand first writes the whole weight out in
+    float and then multiplies (≈9 bytes moved per weight instead of 1: 3–9× slower than the float32 matmul at
+    1..16 activation rows). For those row counts a multiply + reduce over the contiguous input axis fuses the
+    conversion into one pass over the int8 weight (measured 1.3–3× faster than the float32 matmul at 8 rows,
+    on par with it at 1 row, where XLA's float matrix-vector product is already near the bandwidth). Larger inputs (prefill) keep the matmul,
     which is compute-bound there; other backends fuse the conversion into their matmuls themselves.
     """
     rows = x.size // x.shape[-1]
-    if 1 < rows <= SMALL_ROWS and jax.default_backend() == "cpu":
+    on_cpu = jax.default_backend() == "cpu"
+    if rows == 1 and on_cpu:  # as a vector: a [1, 1, in] broadcast makes XLA take a much slower loop
+        y = jnp.sum(q.astype(dtype) * x.reshape(-1).astype(dtype), axis=-1).reshape(*x.shape[:-1], -1)
+    elif rows <= SMALL_ROWS and on_cpu:
         y = jnp.sum(x.astype(dtype)[..., None, :] * q.astype(dtype), axis=-1)
     else:
         y = jnp.einsum("...k,nk->...n", x.astype(dtype), q.astype(dtype))
