@@ -178,7 +178,7 @@ def main() -> None:
         try:
             runners.update(make())
         except ImportError as error:  # not installed, or a dependency of it is missing (keras-hub needs tensorflow)
-            skipped.append(f"{name} ({error})")
+            skipped.append(f"{name} ({str(error).split('. ')[0]})")
 
     for batch in map(int, args.batches.split(",")):
         ids, mask = left_padded_prompts(batch, args.prompt_len, config.vocab_size)
