@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", default="", help="comma-separated name fragments: run only matching systems")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
@@ -180,6 +181,8 @@ def main() -> None:
         except ImportError as error:  # not installed, or a dependency of it is missing (keras-hub needs tensorflow)
             skipped.append(f"{name} ({str(error).split('. ')[0]})")
 
+    wanted = [w for w in args.only.split(",") if w]
+    runners = {k: v for k, v in runners.items() if k == "alert_jax fp32" or not wanted or any(w in k for w in wanted)}
     for batch in map(int, args.batches.split(",")):
         ids, mask = left_padded_prompts(batch, args.prompt_len, config.vocab_size)
         load_before = os.getloadavg()[0]

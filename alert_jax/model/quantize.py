@@ -78,14 +78,15 @@ def int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array, dtype: Any) -> jax
     which is compute-bound there; other backends fuse the conversion into their matmuls themselves.
     """
     rows = x.size // x.shape[-1]
+    flat, weight = x.reshape(rows, x.shape[-1]).astype(dtype), q.astype(dtype)
     on_cpu = jax.default_backend() == "cpu"
-    if rows == 1 and on_cpu:  # as a vector: a [1, 1, in] broadcast makes XLA take a much slower loop
-        y = jnp.sum(q.astype(dtype) * x.reshape(-1).astype(dtype), axis=-1).reshape(*x.shape[:-1], -1)
+    if rows == 1 and on_cpu:  # as a vector: size-1 broadcast dimensions make XLA take a far slower loop
+        y = jnp.sum(weight * flat[0], axis=-1)[None]
     elif rows <= SMALL_ROWS and on_cpu:
-        y = jnp.sum(x.astype(dtype)[..., None, :] * q.astype(dtype), axis=-1)
+        y = jnp.sum(flat[:, None, :] * weight, axis=-1)
     else:
-        y = jnp.einsum("...k,nk->...n", x.astype(dtype), q.astype(dtype))
-    return y * scale.astype(dtype)
+        y = flat @ weight.T
+    return (y * scale.astype(dtype)).reshape(*x.shape[:-1], q.shape[0])
 
 
 def _boxed(init, names: tuple[str, ...]):
