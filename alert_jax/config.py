@@ -85,6 +85,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
+    objective: str = "sft"  # sft (token loss on data.suite) | aft | rrhf | dpo (over `alignment.samples`)
 
 
 DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
@@ -119,6 +120,30 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AlignmentConfig:
+    """Sampling k chains of thought per training question (`alert-jax sample`) and training on them
+    (`train.objective: aft | rrhf | dpo`); alert_jax/train/objectives.py defines the losses.
+
+    The paper (Wang et al. 2023, arXiv 2309.02144) does not publish k, the sampling temperature or the
+    constraint's boundary value: these defaults are ours (README, "Alignment fine-tuning").
+    """
+
+    samples: str = ""  # an `alert-jax sample` workdir (its samples.jsonl) that aft/rrhf/dpo train on
+    k: int = 4  # sampled CoTs per question
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 16  # prompts per generation batch
+    seed: int = 0
+    max_questions_per_task: int = 0  # 0 = every finetuning question (after data.examples_per_task)
+    constraint: str = "dc"  # AFT's constraint: dc (detached) | bc (boundary) | none (plain alignment term)
+    boundary: float = 1.0  # BC: negatives are held above (lowest positive score - boundary)
+    boundary_weight: float = 1.0  # BC: weight of the boundary hinge
+    alignment_weight: float = 1.0  # weight of the ranking term (aft, rrhf); the token loss on positives has 1
+    beta: float = 0.1  # DPO's inverse temperature
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     mesh: MeshConfig = MeshConfig()
@@ -126,6 +151,7 @@ class ExperimentConfig:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    alignment: AlignmentConfig = AlignmentConfig()
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

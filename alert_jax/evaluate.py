@@ -106,22 +106,24 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _checked_record(line: str, where: str) -> dict[str, Any]:
+def _checked_record(line: str, where: str, required: Sequence[str]) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise EvaluateError(f"{where}: invalid JSON: {error.msg}") from error
     if not isinstance(record, dict):
         raise EvaluateError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    missing = [k for k in _RECORD_FIELDS if k not in record]
+    missing = [k for k in required if k not in record]
     if missing:
         raise EvaluateError(f"{where}: missing key {missing[0]!r}")
     return record
 
 
-def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
-    """The committed records of a generations file, dropping a cut-short last line (and, with `repair`, removing
-    it from disk: only the process that writes the file repairs it)."""
+def read_generations(path: Path, *, repair: bool = True, required: Sequence[str] = _RECORD_FIELDS
+                     ) -> list[dict[str, Any]]:
+    """The committed records of a generations file (or any JSON-lines file appended the same way, each record
+    holding the `required` keys), dropping a cut-short last line (and, with `repair`, removing it from disk: only
+    the process that writes the file repairs it)."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -132,7 +134,7 @@ def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]
             _write_atomically(path, data.decode("utf-8"))
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
     lines = data.decode("utf-8").split("\n")
-    return [_checked_record(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
+    return [_checked_record(line, f"{path}:{n}", required) for n, line in enumerate(lines, start=1) if line.strip()]
 
 
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:

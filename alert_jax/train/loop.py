@@ -37,11 +37,13 @@ from alert_jax.parallel.rules import (
     optimizer_state_shardings,
     sharded_init,
 )
-from alert_jax.train import checkpoints
+from alert_jax.data.tokenizer import Tokenizer
+from alert_jax.train import checkpoints, objectives
 from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
-from alert_jax.train.step import TrainState, make_eval_step, make_train_step
+from alert_jax.train.sample_rows import alignment_rows
+from alert_jax.train.step import TrainState, make_eval_step, make_train_step, token_losses
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -103,11 +105,24 @@ class Trainer:
     def _prepare_data(self) -> None:
         """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""
         cfg = self.cfg
+        objectives.check(cfg.train.objective, cfg.alignment)
         pairs = functools.cache(lambda: text_pairs(cfg.data))  # read the corpus at most once
-        self.tokenizer = resolve_tokenizer(cfg.data, self.workdir, pairs)
+        self.tokenizer = self._tokenizer(pairs)
         self.splits = packed_splits(cfg.data, cfg.train, self.tokenizer, self.workdir, pairs)
+        if cfg.train.objective != "sft":  # train on the sampled CoTs; validation text stays the data section's
+            self.splits["train"] = alignment_rows(cfg.alignment.samples, self.tokenizer, cfg.train.seq_len)
         self._check_batch()
         self.validation_rows = pad_rows(self.splits["validation"].arrays, cfg.train.batch_size)
+
+    def _tokenizer(self, pairs) -> Tokenizer:
+        """`data.tokenizer`, else for an alignment run the tokenizer of the model it starts from (its samples were
+        tokenized by it), else one trained on the corpus (`corpus.resolve_tokenizer`)."""
+        cfg = self.cfg
+        if cfg.train.objective != "sft" and not cfg.data.tokenizer:
+            from alert_jax.evaluate import resolve_tokenizer as model_tokenizer
+
+            return model_tokenizer(cfg.model.name, None)
+        return resolve_tokenizer(cfg.data, self.workdir, pairs)
 
     def _initial_state(self) -> TrainState:
         """Sharded params (seeded init or a checkpoint) and AdamW state sharded like them, at step 0."""
@@ -127,7 +142,8 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
-        self.train_step = jax.jit(make_train_step(self.module, self.tx), donate_argnums=0,
+        objective = objectives.make_objective(self.cfg.train.objective, self.cfg.alignment, token_losses)
+        self.train_step = jax.jit(make_train_step(self.module, self.tx, objective), donate_argnums=0,
                                   in_shardings=(self.state_shardings, self.batch_sharding),
                                   out_shardings=(self.state_shardings, replicated))
         self.eval_step = jax.jit(make_eval_step(self.module),
@@ -204,7 +220,8 @@ class Trainer:
                     elapsed = time.perf_counter() - tick
                     record = {"step": step, "loss": loss,
                               "lr": float(self.schedule(step - 1)), "grad_norm": float(metrics["grad_norm"]),
-                              "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9)}
+                              "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9),
+                              **{k: float(metrics[k]) for k in objectives.RANKING_METRICS if k in metrics}}
                     tick, tick_micro = time.perf_counter(), micro + 1
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     record = {"step": step, **record, **self.validate()}

@@ -6,13 +6,16 @@ in/out shardings and the state donated, so params and optimizer state are update
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from alert_jax.config import AlignmentConfig
 from alert_jax.model.opt import OPTForCausalLM
+from alert_jax.train.objectives import Objective, make_objective
 
 Batch = dict[str, jax.Array]
 
@@ -44,18 +47,16 @@ def loss_sums(module: OPTForCausalLM, params: Any, batch: Batch) -> LossSums:
     return LossSums((token_losses(module, params, batch) * weights).sum(), weights.sum())
 
 
-def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation):
-    """(state, batch) → (state, metrics): mean target-token loss, its gradient, one optimizer update."""
-
-    def loss_fn(params: Any, batch: Batch):
-        sums = loss_sums(module, params, batch)
-        return sums.loss / jnp.maximum(sums.weight, 1.0), sums
+def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, objective: Objective | None = None):
+    """(state, batch) → (state, metrics): the objective's loss (default: the mean target-token loss), its
+    gradient, one optimizer update. Objectives live in `alert_jax.train.objectives`."""
+    objective = objective or make_objective("sft", AlignmentConfig(), token_losses)
 
     def train_step(state: TrainState, batch: Batch):
-        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        (loss, aux), grads = jax.value_and_grad(partial(objective, module), has_aux=True)(state.params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "tokens": sums.weight}
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
