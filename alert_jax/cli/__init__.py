@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from alert_jax.errors import AlertJaxError
 
-VERBS = ("demo", "finetune", "evaluate", "report", "convert", "data", "sweep")
+VERBS = ("demo", "finetune", "evaluate", "sample", "report", "convert", "data", "sweep")
 EXIT_BAD_INPUT = 2
 
 

@@ -260,7 +260,8 @@ def pack_groups(examples: Sequence[TokenizedExample], group_sizes: Sequence[int]
             need = sum(lengths[i] for i in members)
             if need > seq_len or size > max_segments:
                 raise PackingError(f"group {group}: {size} examples of {need} tokens do not fit one row of "
-                                   f"{seq_len} tokens and {max_segments} segments")
+                                   f"{seq_len} tokens and {max_segments} segments (raise train.seq_len or lower "
+                                   "alignment.k / alignment.max_new_tokens)")
             if not rows or used + need > seq_len or len(rows[-1]) + size > max_segments:
                 rows.append([])
                 row_groups.append([])
