@@ -180,3 +180,25 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
             for slot, index in enumerate(groups):
                 out[index] = (float(total[row, slot]), int(count[row, slot]))
     return out
+
+
+def assess(model_path: str | Path, label: str, samples_dir: str | Path, out_dir: str | Path, cfg: ExperimentConfig
+           ) -> dict[str, float]:
+    """Score every sample in `samples_dir` with `model_path` and record its pairwise ranking accuracy as `label`
+    in `out_dir/assessment.json` (alert_jax/analysis/assessment.py); returns the measure."""
+    from alert_jax.analysis.assessment import ASSESSMENT_FILE, pairwise_accuracy, record_assessment
+    from alert_jax.evaluate import resolve_tokenizer
+    from alert_jax.model.io import load_model
+
+    records = read_samples(Path(samples_dir) / SAMPLES_FILE)
+    if not records:
+        raise SampleError(f"{samples_dir}: no samples to assess (run `alert-jax sample`)")
+    model = load_model(model_path, cfg.eval.dtype)
+    tokenizer = resolve_tokenizer(str(model_path), cfg.data.tokenizer or None)
+    sums = score_texts(model, tokenizer, [(r["prompt"], r["generation"]) for r in records], cfg.train.seq_len,
+                       cfg.alignment.batch_size)
+    measure = pairwise_accuracy(records, [logp / max(tokens, 1) for logp, tokens in sums])
+    if is_main_process():
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        record_assessment(Path(out_dir) / ASSESSMENT_FILE, label, measure)
+    return measure

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from alert_jax.analysis.assessment import ASSESSMENT_FILE, assessment_section, load_assessment
 from alert_jax.analysis.compare import GAIN_PAIRS, ALL_TASKS, overall, scaling_deltas, variant_deltas
 from alert_jax.analysis.sensitivity import skill_sensitivity, task_sensitivity
 from alert_jax.analysis.tables import grid_table, write_csv
@@ -81,6 +82,15 @@ def _read_runs(run_dirs: Sequence[Path]) -> tuple[list[ScoreRow], dict[str, floa
     if not rows:
         raise ReportInputError(f"no score rows in {', '.join(str(d) for d in run_dirs) or 'no run dirs'}")
     return rows, overlap
+
+
+def _read_assessments(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
+    """label → assessment measure from the runs' `assessment.json` files (later runs win)."""
+    entries: dict[str, dict[str, float]] = {}
+    for run_dir in map(Path, run_dirs):
+        if (run_dir / ASSESSMENT_FILE).is_file():
+            entries.update(load_assessment(run_dir / ASSESSMENT_FILE))
+    return entries
 
 
 def _columns(systems: Sequence[System]) -> list[tuple[System, str]]:
@@ -231,6 +241,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
         "## Figures\n",
         "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
     ]
+    assessment = _read_assessments(run_dirs)
+    if assessment:
+        parts += ["## Assessment: pairwise ranking accuracy of sampled CoTs\n",
+                  "How often a model scores a correct sampled chain of thought above a wrong one for the same "
+                  "question (length-normalised log-likelihood; 0.5 = chance), see `alert_jax/analysis/assessment.py`.\n",
+                  assessment_section(assessment)]
     if not any(p.name == "overlap_vs_gain.png" for p in figures):
         parts.append("No vocabulary overlap for the evaluated tasks (no `overlap.json`), "
                      "so no overlap-vs-gain figure.\n")
