@@ -67,6 +67,7 @@ def test_quick_and_set_override_the_study_in_order():
 
 def test_a_malformed_study_names_the_file_and_key(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text("experiment: demo.yaml\nstages: {pretrain: [], finetune: [steps]}\nquick: {pretrain: [], finetune: []}\n")
+    study.write_text("experiment: demo.yaml\nstages: {pretrain: [], finetune: [steps], align: []}\n"
+                     "quick: {pretrain: [], finetune: [], align: []}\n")
     with pytest.raises(ConfigError, match=r"study.yaml: stages.finetune: expected a list of KEY=VALUE"):
         demo_plan(study=study)
