@@ -6,7 +6,7 @@ per task, the validation hold-out left out, as alert_jax/train/corpus.py does) t
 `alignment.k` continuations of the finetuning prompt at `alignment.temperature` with the jitted batched
 generation (sharded over `eval.mesh` like `evaluate`). Each sample is judged by `evaluate.instance_record`, the
 very code evaluation scores a generation with (answer extraction, then the metrics): a sample is correct when its
-extracted answer relaxed-matches a reference. Each is then scored by the sampling model — its summed
+extracted answer relaxed-matches a reference (its `relaxed_match` is non-zero). Each is then scored by the sampling model — its summed
 log-likelihood `logp` over the target tokens the trainer will see (generation + EOS, tokenized by
 `corpus.tokenize_pairs`), their count `tokens`, and `score = logp / tokens` — which is also DPO's frozen
 reference, computed once here.
@@ -97,7 +97,7 @@ def label_sample(question: Question, sample: int, generation: str) -> dict[str, 
     return {"question": question.key, "sample": sample, "task": question.entry.task, "id": question.example.id,
             "prompt": question.prompt, "generation": generation, "prediction": judged["prediction"],
             "references": judged["references"], CORRECT_METRIC: judged[CORRECT_METRIC],
-            "correct": judged[CORRECT_METRIC] == 1.0}
+            "correct": judged[CORRECT_METRIC] > 0}
 
 
 def sample(model_path: str | Path, cfg: ExperimentConfig, workdir: str | Path) -> Path:
