@@ -130,3 +130,28 @@ def test_alignment_rows_keep_each_questions_samples_in_one_row(finished, model_d
     # rows hold the samples in file order (question-major), one slot per segment
     assert list(arrays["sample_label"][slots]) == [float(r["correct"]) for r in records]
     assert np.allclose(arrays["ref_logp"][slots], [r["logp"] for r in records], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_aft_finetune_resumes_after_a_kill_with_the_uninterrupted_losses(finished, model_dir, tmp_path):
+    from alert_jax.train.loop import Trainer
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    records = _lines(finished / SAMPLES_FILE)
+    (samples / SAMPLES_FILE).write_text("".join(json.dumps({**r, "correct": r["sample"] == 0}) + "\n"
+                                                for r in records))  # pairs in every question
+    cfg = load_config(None, [f"model.name={model_dir}", "train.objective=aft", f"alignment.samples={samples}",
+                             "train.steps=6", "train.batch_size=2", "train.seq_len=256", "train.log_every=1",
+                             "train.eval_every=6", "train.checkpoint_every=3", "optim.warmup_steps=1",
+                             "train.async_checkpointing=false", "data.examples_per_task=20", "mesh.fsdp=1"])
+    Trainer(cfg, tmp_path / "reference").run()
+    killed = tmp_path / "killed"
+    Trainer(cfg, killed).run()
+    shutil.rmtree(killed / "checkpoints" / "6")  # as if killed after the step-3 checkpoint
+    Trainer(cfg, killed).run()
+    reference = _lines(tmp_path / "reference" / "metrics.jsonl")
+    resumed = _lines(killed / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, 7))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], abs=1e-6)
+    assert all(r["rank_loss"] > 0 for r in resumed)
