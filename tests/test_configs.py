@@ -17,6 +17,7 @@ from alert_jax.config import ExperimentConfig, load_config
 from alert_jax.data.suites import load_suite
 from alert_jax.data.templates import TEMPLATES
 from alert_jax.model.presets import get_preset
+from alert_jax.train import objectives
 from alert_jax.train.corpus import PRETRAIN_SUITE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +28,13 @@ ALERT = {"opt-1.3b-ft": ("opt-1.3b", "ft", 128), "opt-1.3b-cot": ("opt-1.3b", "c
 
 
 def _check_runnable(cfg: ExperimentConfig) -> None:
-    """What a run would find out only after start-up: the model, suites and templates exist and the shapes fit."""
-    arch = get_preset(cfg.model.name)
-    assert cfg.train.seq_len <= arch.max_position_embeddings
-    assert cfg.data.vocab_size <= arch.vocab_size
+    """What a run would find out only after start-up: the model, suites and templates exist and the shapes fit
+    (an alignment run starts from a finetuning workdir, whose shapes are that run's)."""
+    objectives.check(cfg.train.objective, cfg.alignment)
+    if cfg.train.objective == "sft":
+        arch = get_preset(cfg.model.name)
+        assert cfg.train.seq_len <= arch.max_position_embeddings
+        assert cfg.data.vocab_size <= arch.vocab_size
     for suite in {cfg.data.suite, cfg.data.validation_suite, cfg.eval.suite} - {PRETRAIN_SUITE, ""}:
         load_suite(suite)
     assert load_suite(cfg.data.suite).finetune_tasks and load_suite(cfg.eval.suite).eval_tasks
