@@ -225,7 +225,7 @@ class Trainer:
                     tick, tick_micro = time.perf_counter(), micro + 1
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     record = {"step": step, **record, **self.validate()}
-                    if checkpoints.is_improvement(self.workdir, record["val_ppl"]):
+                    if self._keeps_as_best(record["val_ppl"]):
                         checkpoints.save_best(self.workdir, Model(self.arch, self.state.params, self.module.rt),
                                               step, record["val_loss"], record["val_ppl"])
                 if record:
@@ -238,6 +238,13 @@ class Trainer:
         progress.close()
         self.metrics.close()
         return last
+
+
+    def _keeps_as_best(self, val_ppl: float) -> bool:
+        """An SFT run keeps the checkpoint with the lowest development perplexity (ALERT's selection); an alignment
+        run keeps its latest: its objective ranks samples, which lower perplexity neither measures nor rewards,
+        and a fixed schedule is how AFT is trained."""
+        return self.cfg.train.objective != "sft" or checkpoints.is_improvement(self.workdir, val_ppl)
 
 
 def pad_rows(rows: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
