@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import FINETUNE_TEMPLATE, render_prompt
 from alert_jax.errors import AlertJaxError
-from alert_jax.evaluate import WorkItem, append_records, instance_record, read_generations
+from alert_jax.evaluate import WorkItem, _chunks, append_records, instance_record, read_generations
 from alert_jax.metrics.aggregate import System
 from alert_jax.parallel.mesh import is_main_process, maybe_initialize_distributed
 from alert_jax.workdir import RunDir
@@ -118,11 +118,6 @@ def sample(model_path: str | Path, cfg: ExperimentConfig, workdir: str | Path) -
     if todo:
         _sample_into(path, todo, model_path, cfg, seed_offset=len(done), writer=writer)
     return path
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _sample_into(path: Path, todo: Sequence[tuple[Question, int]], model_path: str | Path, cfg: ExperimentConfig,
