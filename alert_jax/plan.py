@@ -116,7 +116,7 @@ def _abstract(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def _mesh(mesh_cfg, devices: int):
+def simulated_mesh(mesh_cfg, devices: int):
     import jax
 
     from alert_jax.parallel.mesh import make_mesh
@@ -127,7 +127,7 @@ def _mesh(mesh_cfg, devices: int):
     return make_mesh(mesh_cfg, jax.devices()[:devices])
 
 
-def _abstract_params(cfg: ExperimentConfig, mesh, dtype: str):
+def abstract_params(cfg: ExperimentConfig, mesh, dtype: str):
     """(module, params as sharded ShapeDtypeStructs) for the config's model, laid out by the default rules."""
     import jax
 
@@ -153,8 +153,10 @@ def _footprint(compiled: Any, params: int, optimizer: int) -> Footprint:
     return Footprint(params, optimizer, stats.temp_size_in_bytes, total, float((cost or {}).get("flops", 0.0)))
 
 
-def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
-    """The train step of `cfg` (micro-batch `train.batch_size` × `train.seq_len`) compiled over `devices`."""
+def train_program(cfg: ExperimentConfig, mesh) -> tuple[Any, Any, Any]:
+    """(jitted train step, abstract state, abstract batch) as the trainer lays them out over `mesh`: params by the
+    logical-axis rules, AdamW state like its params, rows over data × fsdp, state donated. The benchmark
+    (benchmarks/bench_accelerator.py) materialises the same abstract state to time the step."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
@@ -163,8 +165,7 @@ def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
     from alert_jax.train.optim import make_optimizer
     from alert_jax.train.step import TrainState, make_train_step
 
-    mesh = _mesh(cfg.mesh, devices)
-    module, params = _abstract_params(cfg, mesh, cfg.model.dtype)
+    module, params = abstract_params(cfg, mesh, cfg.model.dtype)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_shardings = optimizer_state_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), mesh)
@@ -178,8 +179,18 @@ def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
     with logical_sharding(mesh, DEFAULT_RULES):
         step = jax.jit(make_train_step(module, tx), donate_argnums=0, in_shardings=(state_shardings, rows),
                        out_shardings=(state_shardings, replicated))
+    return step, state, batch
+
+
+def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
+    """The train step of `cfg` (micro-batch `train.batch_size` × `train.seq_len`) compiled over `devices`."""
+    from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
+
+    mesh = simulated_mesh(cfg.mesh, devices)
+    step, state, batch = train_program(cfg, mesh)
+    with logical_sharding(mesh, DEFAULT_RULES):
         compiled = step.lower(state, batch).compile()
-    return _footprint(compiled, _per_device_bytes(params), _per_device_bytes(opt_state))
+    return _footprint(compiled, _per_device_bytes(state.params), _per_device_bytes(state.opt_state))
 
 
 def generation_prompt_length(cfg: ExperimentConfig) -> int:
@@ -196,8 +207,8 @@ def generation_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
     `eval.mesh`; the model's params in `model.param_dtype`, computing in `eval.dtype` as `evaluate` loads it."""
     from alert_jax.generation import compile_ahead_of_time
 
-    mesh = _mesh(cfg.eval.mesh, devices)
-    module, params = _abstract_params(cfg, mesh, cfg.eval.dtype)
+    mesh = simulated_mesh(cfg.eval.mesh, devices)
+    module, params = abstract_params(cfg, mesh, cfg.eval.dtype)
     programs = compile_ahead_of_time(module, params, mesh, cfg.eval.batch_size, generation_prompt_length(cfg),
                                      cfg.eval.max_new_tokens)
     footprints = [_footprint(p, _per_device_bytes(params), 0) for p in programs]

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from alert_jax.cli.evaluate import parse_mesh
@@ -56,7 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     chip = args.hardware or (target[1] if target and not args.device_memory else None)
     if os.environ.get(DEVICES_VARIABLE) != str(devices):
         flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
-        env = {**os.environ, DEVICES_VARIABLE: str(devices), "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        here = str(Path(__file__).resolve().parents[2])  # the child imports this same alert_jax
+        path = os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))
+        env = {**os.environ, DEVICES_VARIABLE: str(devices), "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
+               "PYTHONPATH": path}
         return subprocess.run(_child_argv(args, devices, chip), env=env).returncode
     request = PlanRequest(args.config, tuple(_overrides(args)), devices,
                           parse_bytes(args.device_memory) if args.device_memory else None, chip)
