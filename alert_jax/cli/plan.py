@@ -54,7 +54,7 @@ def _child_argv(args: argparse.Namespace, devices: int, hardware: Optional[str])
 def _run(args: argparse.Namespace) -> int:
     target = target_hardware(args.config) if args.config else None
     devices = _device_count(args, target)
-    chip = args.hardware or (target[1] if target and not args.device_memory else None)
+    chip = args.hardware or (target[1] if target and target[1] in HARDWARE and not args.device_memory else None)
     if os.environ.get(DEVICES_VARIABLE) != str(devices):
         flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
         here = str(Path(__file__).resolve().parents[2])  # the child imports this same alert_jax
