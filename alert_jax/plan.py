@@ -217,19 +217,25 @@ def generation_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
 
 # --- what to try when the train step does not fit ------------------------------------------------------------
 
-def structural_candidates(cfg: ExperimentConfig, devices: int) -> list[tuple[str, ...]]:
-    """Changes other than the micro-batch, nearest first; each is a tuple of `--set` overrides ((): as is).
+# Memory savers other than the micro-batch and fsdp, nearest (cheapest in step time) first; one that the config
+# already has is skipped. Remat policies and scanned layers join here as further entries.
+MEMORY_SAVERS: tuple[tuple[str, ...], ...] = (("model.remat=true",),)
 
-    More fsdp (shard the state over the data axis too) costs only communication; remat costs a recomputed
-    forward pass. Adding a remat policy or scanned layers here is one more entry.
+
+def structural_candidates(load: Callable[[Sequence[str]], ExperimentConfig], devices: int) -> list[tuple[str, ...]]:
+    """Changes other than the micro-batch, nearest first; each a tuple of `--set` overrides (() = as configured).
+
+    `load(extra)` is the config with `extra` overrides on top. More fsdp (the data axis folded into fsdp, so the
+    state is sharded over it too) costs only communication, so it comes first, then each of `MEMORY_SAVERS`
+    alone and with more fsdp.
     """
-    data, fsdp, tensor = resolve_mesh_shape(cfg.mesh, devices)
-    more_fsdp = ("mesh.data=1", f"mesh.fsdp={data * fsdp}", f"mesh.tensor={tensor}") if data > 1 else None
-    remat = ("model.remat=true",) if not cfg.model.remat else None
+    base = load(())
+    data, fsdp, tensor = resolve_mesh_shape(base.mesh, devices)
+    changes = [("mesh.data=1", f"mesh.fsdp={data * fsdp}", f"mesh.tensor={tensor}")] if data > 1 else []
+    changes += [saver for saver in MEMORY_SAVERS if load(saver) != base]
     options: list[tuple[str, ...]] = [()]
-    for change in (more_fsdp, remat):
-        if change is not None:
-            options += [(*option, *change) for option in options]
+    for change in changes:
+        options += [(*option, *change) for option in options]
     return options
 
 
@@ -262,19 +268,21 @@ def fit_train_step(config_path: Optional[str], overrides: Sequence[str], devices
     For each structural candidate: the config's own micro-batch, then one row per device; if only the latter fits,
     the largest row count a straight line through the two predicts to fit, stepping down until one does.
     """
-    base = load_config(config_path, list(overrides))
     trials: list[Trial] = []
 
+    def load(extra: Sequence[str]) -> ExperimentConfig:
+        return load_config(config_path, [*overrides, *extra])
+
     def trial(extra: tuple[str, ...]) -> Trial:
-        cfg = load_config(config_path, [*overrides, *extra])
+        cfg = load(extra)
         say(f"  compiling train step {' '.join(extra) or '(as configured)'} ...")
         result = Trial(extra, train_footprint(cfg, devices))
         say(f"    total {result.footprint.total / GIB:.2f} GiB per device")
         trials.append(result)
         return result
 
-    for change in structural_candidates(base, devices):
-        changed = load_config(config_path, [*overrides, *change])
+    for change in structural_candidates(load, devices):
+        changed = load(change)
         options = rows_per_device_options(changed, devices)
         first = trial(change)
         if first.footprint.total <= budget:

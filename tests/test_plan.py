@@ -37,14 +37,15 @@ def test_sizes_parse_in_binary_and_decimal_units():
 
 
 def test_candidates_go_from_nearest_and_keep_the_effective_batch():
-    cfg = load_config(None, ["mesh.data=2", "mesh.fsdp=4", "mesh.tensor=1", "train.batch_size=64",
-                             "optim.grad_accum_steps=2"])
+    given = ["mesh.data=2", "mesh.fsdp=4", "mesh.tensor=1", "train.batch_size=64", "optim.grad_accum_steps=2"]
+    cfg = load_config(None, given)
     fsdp = ("mesh.data=1", "mesh.fsdp=8", "mesh.tensor=1")
-    assert structural_candidates(cfg, 8) == [(), fsdp, ("model.remat=true",), (*fsdp, "model.remat=true")]
+    load = lambda extra: load_config(None, [*given, *extra])  # noqa: E731
+    assert structural_candidates(load, 8) == [(), fsdp, ("model.remat=true",), (*fsdp, "model.remat=true")]
     assert rows_per_device_options(cfg, 8) == [8, 4, 2, 1]  # 128 rows per update over 8 row-shards
     assert micro_batch_overrides(cfg, 8, 1) == ("train.batch_size=8", "optim.grad_accum_steps=16")
-    remat = load_config(None, ["model.remat=true", "mesh.fsdp=8"])
-    assert structural_candidates(remat, 8) == [()]
+    already = lambda extra: load_config(None, ["model.remat=true", "mesh.fsdp=8", *extra])  # noqa: E731
+    assert structural_candidates(already, 8) == [()]
 
 
 def test_fsdp_holds_an_eighth_of_the_state_that_data_parallelism_replicates():
