@@ -277,7 +277,7 @@ def fit_train_step(config_path: Optional[str], overrides: Sequence[str], devices
         cfg = load(extra)
         say(f"  compiling train step {' '.join(extra) or '(as configured)'} ...")
         result = Trial(extra, train_footprint(cfg, devices))
-        say(f"    total {result.footprint.total / GIB:.2f} GiB per device")
+        say(f"    total {human(result.footprint.total)} per device")
         trials.append(result)
         return result
 
@@ -313,9 +313,14 @@ class PlanRequest:
     hardware: Optional[str]
 
 
-def _row(name: str, f: Footprint) -> str:
+def human(size: float) -> str:
+    """Bytes in GiB, or in MiB below one GiB (tiny test models)."""
+    return f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / 2**20:.1f} MiB"
+
+
+def _row(name: str, f: Footprint, unit: int) -> str:
     cells = (f.params, f.optimizer, f.temporaries, f.total)
-    return f"  {name:<22}" + "".join(f"{b / GIB:>12.2f}" for b in cells)
+    return f"  {name:<22}" + "".join(f"{b / unit:>12.2f}" for b in cells)
 
 
 def plan(request: PlanRequest, say: Callable[[str], None] = print) -> bool:
@@ -329,17 +334,18 @@ def plan(request: PlanRequest, say: Callable[[str], None] = print) -> bool:
         f"micro-batch {cfg.train.batch_size} x {cfg.train.seq_len} x {cfg.optim.grad_accum_steps} accumulated, "
         f"remat={cfg.model.remat}, dtype {cfg.model.dtype}")
     if memory:
-        say(f"device memory {memory / GIB:.2f} GiB ({request.hardware or 'given'}); "
-            f"budget {budget / GIB:.2f} GiB after a {RESERVE_FRACTION:.0%} reserve")
+        say(f"device memory {human(memory)} ({request.hardware or 'given'}); "
+            f"budget {human(budget)} after a {RESERVE_FRACTION:.0%} reserve")
     trials, fit = fit_train_step(request.config_path, request.overrides, request.devices, budget or 2**62, say)
     train = trials[0].footprint
     generation = generation_footprint(cfg, request.devices)
+    unit, unit_name = (GIB, "GiB") if max(train.total, generation.total) >= GIB else (2**20, "MiB")
     say("")
-    say(f"  {'GiB per device':<22}{'params':>12}{'optimizer':>12}{'temporaries':>12}{'total':>12}")
-    say(_row("train step", train))
+    say(f"  {unit_name + ' per device':<22}{'params':>12}{'optimizer':>12}{'temporaries':>12}{'total':>12}")
+    say(_row("train step", train, unit))
     if fit is not None and fit.overrides:
-        say(_row("train step, suggested", fit.footprint))
-    say(_row(f"generation (batch {cfg.eval.batch_size})", generation))
+        say(_row("train step, suggested", fit.footprint, unit))
+    say(_row(f"generation (batch {cfg.eval.batch_size})", generation, unit))
     tokens = cfg.train.batch_size * cfg.train.seq_len
     measured = train.flops * request.devices / tokens
     analytic = analytic_flops_per_token(cfg)
@@ -355,12 +361,12 @@ def plan(request: PlanRequest, say: Callable[[str], None] = print) -> bool:
     gen_fits = generation.total <= budget
     say("")
     say(f"verdict: train step {'fits' if train_fits else 'does NOT fit'}, "
-        f"generation {'fits' if gen_fits else 'does NOT fit'} in {budget / GIB:.2f} GiB")
+        f"generation {'fits' if gen_fits else 'does NOT fit'} in {human(budget)}")
     if not train_fits:
         if fit is None:
             say("  no candidate fits: more devices, a larger chip, or a memory-saving change not yet tried")
         else:
-            say(f"  nearest change that fits ({fit.footprint.total / GIB:.2f} GiB): "
+            say(f"  nearest change that fits ({human(fit.footprint.total)}): "
                 + " ".join(f"--set {o}" for o in fit.overrides))
     if not gen_fits:
         per_row = (generation.total - generation.params) / cfg.eval.batch_size
