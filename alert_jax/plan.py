@@ -351,9 +351,10 @@ def plan(request: PlanRequest, say: Callable[[str], None] = print) -> bool:
     analytic = analytic_flops_per_token(cfg)
     say("")
     say(f"train FLOPs per token: {measured:.4g} compiled (cost_analysis x {request.devices} devices / {tokens} "
-        f"tokens), {analytic:.4g} analytic (6N + 12·L·H·T); {measured / analytic:.2f}x")
+        f"tokens), {analytic:.4g} analytic (6N + 12·L·H·T); {measured / analytic:.2f}x (remat's recomputed "
+        f"forward and work replicated over tensor counts in the compiled figure only)")
     if chip:
-        say(f"  MFU = tokens/s x {measured:.4g} / ({request.devices} x {chip.peak_bf16_flops:.4g} FLOP/s); "
+        say(f"  MFU = tokens/s x {analytic:.4g} / ({request.devices} x {chip.peak_bf16_flops:.4g} FLOP/s); "
             f"{chip.source}")
     if budget is None:
         return True

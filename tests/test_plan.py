@@ -92,3 +92,11 @@ def test_plan_says_what_does_not_fit_and_the_suggestion_fits(capfd):
     assert re.search(r"train FLOPs per token: \S+ compiled .* analytic", out)
     main([*args, "--device-memory", "6MiB", *suggestion])
     assert "verdict: train step fits" in capfd.readouterr().out
+
+
+@pytest.mark.slow  # ~30 s of CPU (one OPT-1.3B train step and the generation programs compile for 8 devices)
+def test_the_shipped_1_3b_experiment_fits_its_stated_hardware(capfd):
+    """configs/experiments/opt-1.3b-cot.yaml names 8 x h100; its own micro-batch and mesh fit with no change."""
+    assert main(["plan", "--config", str(REPO / "configs" / "experiments" / "opt-1.3b-cot.yaml")]) == 0
+    out = capfd.readouterr().out
+    assert "opt-1.3b on 8 devices" in out and "verdict: train step fits, generation fits" in out
