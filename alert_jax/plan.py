@@ -78,7 +78,10 @@ def hardware(name: str) -> Hardware:
 
 def target_hardware(config_path: str | Path) -> Optional[tuple[int, str]]:
     """(chips, hardware name) from a config's `# target hardware: 8 x h100` comment, if it has one."""
-    match = _TARGET_COMMENT.search(Path(config_path).read_text())
+    try:
+        match = _TARGET_COMMENT.search(Path(config_path).read_text())
+    except OSError as exc:
+        raise PlanError(f"{config_path}: {exc.strerror}") from None
     return (int(match.group(1)), match.group(2).lower()) if match else None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     devices = _device_count(args, target)
     chip = args.hardware or (target[1] if target and target[1] in HARDWARE and not args.device_memory else None)
     if os.environ.get(DEVICES_VARIABLE) != str(devices):
-        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+        others = re.sub(r"--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", ""))
+        flags = f"{others} --xla_force_host_platform_device_count={devices}".strip()
         here = str(Path(__file__).resolve().parents[2])  # the child imports this same alert_jax
         path = os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))
         env = {**os.environ, DEVICES_VARIABLE: str(devices), "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
