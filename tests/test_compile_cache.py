@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from alert_jax import compile_cache
 from alert_jax.compile_cache import default_cache_dir, resolve_cache_dir
 

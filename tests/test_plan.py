@@ -10,7 +10,6 @@ import pytest
 from alert_jax.cli import main
 from alert_jax.config import load_config
 from alert_jax.plan import (
-    GIB,
     HARDWARE,
     PlanError,
     analytic_flops_per_token,
