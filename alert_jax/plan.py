@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -100,9 +99,7 @@ def analytic_flops_per_token(cfg: ExperimentConfig) -> float:
     """6N (forward + backward matmuls) + 12·layers·hidden·seq (attention scores and values, unmasked as computed),
     the PaLM paper's (Chowdhery et al. 2022, appendix B) count; N leaves out the position table, which is gathered,
     not multiplied."""
-    from alert_jax.model.presets import get_preset
-
-    arch = get_preset(cfg.model.name)
+    arch = architecture(cfg.model.name)
     n = arch.num_params() - (arch.max_position_embeddings + 2) * arch.hidden_size
     return 6 * n + 12 * arch.num_hidden_layers * arch.hidden_size * cfg.train.seq_len
 
@@ -130,21 +127,33 @@ def simulated_mesh(mesh_cfg, devices: int):
     return make_mesh(mesh_cfg, jax.devices()[:devices])
 
 
+def architecture(name: str):
+    """The OPTConfig `model.name` means — a preset, or the config of an HF or alert_jax model directory — read
+    without touching a weight."""
+    from alert_jax.model.convert import config_from_hf
+    from alert_jax.model.io import MODEL_MANIFEST, read_manifest
+    from alert_jax.model.presets import get_preset, is_preset
+
+    path = Path(name)
+    if (path / MODEL_MANIFEST).is_file():
+        return read_manifest(path)
+    if (path / "config.json").is_file():
+        return config_from_hf(path / "config.json")
+    if not is_preset(name):
+        raise PlanError(f"model.name={name}: plan needs a preset, an HF directory or an alert_jax model directory")
+    return get_preset(name)
+
+
 def abstract_params(cfg: ExperimentConfig, mesh, dtype: str):
     """(module, params as sharded ShapeDtypeStructs) for the config's model, laid out by the default rules."""
-    import jax
-
+    from alert_jax.model import io
     from alert_jax.model.model import dtype_from_name
-    from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
-    from alert_jax.model.presets import get_preset
-    from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding, param_shardings, unbox
+    from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions
 
     runtime = RuntimeOptions(dtype=dtype_from_name(dtype), param_dtype=dtype_from_name(cfg.model.param_dtype),
                              remat=cfg.model.remat, attention=cfg.model.attention)
-    module = OPTForCausalLM(get_preset(cfg.model.name), runtime)
-    with logical_sharding(mesh, DEFAULT_RULES):
-        boxed = jax.eval_shape(partial(boxed_params, module), jax.random.PRNGKey(0))
-        return module, _abstract(unbox(boxed), param_shardings(boxed, mesh, DEFAULT_RULES))
+    arch = architecture(cfg.model.name)
+    return OPTForCausalLM(arch, runtime), io.abstract_params(arch, runtime, mesh)
 
 
 def _footprint(compiled: Any, params: int, optimizer: int) -> Footprint:
@@ -200,9 +209,8 @@ def generation_prompt_length(cfg: ExperimentConfig) -> int:
     """The longest prompt evaluation can give the model: the position table less the generated tokens' bucket,
     so the KV cache is as large as it ever gets."""
     from alert_jax.generation import bucket_length
-    from alert_jax.model.presets import get_preset
 
-    return get_preset(cfg.model.name).max_position_embeddings - bucket_length(cfg.eval.max_new_tokens)
+    return architecture(cfg.model.name).max_position_embeddings - bucket_length(cfg.eval.max_new_tokens)
 
 
 def generation_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:

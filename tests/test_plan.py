@@ -99,3 +99,17 @@ def test_the_shipped_1_3b_experiment_fits_its_stated_hardware(capfd):
     assert main(["plan", "--config", str(REPO / "configs" / "experiments" / "opt-1.3b-cot.yaml")]) == 0
     out = capfd.readouterr().out
     assert "opt-1.3b on 8 devices" in out and "verdict: train step fits, generation fits" in out
+
+
+def test_plan_reads_the_architecture_of_a_checkpoint_directory_without_its_weights(tmp_path):
+    import json
+
+    from alert_jax.model.convert import config_to_hf
+    from alert_jax.model.presets import get_preset
+    from alert_jax.plan import architecture
+
+    (tmp_path / "config.json").write_text(json.dumps(config_to_hf(get_preset("opt-micro"))))
+    assert architecture(str(tmp_path)) == get_preset("opt-micro")
+    assert architecture("opt-1.3b") == get_preset("opt-1.3b")
+    with pytest.raises(PlanError, match="model.name=/no/such/dir"):
+        architecture("/no/such/dir")
