@@ -69,8 +69,12 @@ class DataConfig:
     tokenizer: str = ""  # tokenizer directory; empty = train sentencepiece on the corpus
     vocab_size: int = 1024  # for a sentencepiece tokenizer trained on the corpus
     examples_per_task: int = 200  # training examples per finetuning task (0 = all)
+    mixture: dict[str, int] = dataclasses.field(default_factory=dict)  # source → its own cap (0 = all),
+    # overriding examples_per_task for that source (alert_jax/data/mixture.py)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
+    masked_thought_rate: float = 0.0  # CoT only: fraction of rationale tokens replaced by <unk> in the training
+    # inputs, targets untouched (Masked Thought; alert_jax/data/masked_thought.py); 0 = off, as in ALERT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
+    select_by: str = "dev_perplexity"  # best/ by dev_perplexity (ALERT) or dev_rouge_l (greedy generation on the
+    # dev tasks under eval.templates, best template per task; alert_jax/train/selection.py)
     objective: str = "sft"  # sft (token loss on data.suite) | aft | rrhf | dpo (over `alignment.samples`)
 
 
@@ -103,7 +109,11 @@ class EvalConfig:
     templates: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
     max_new_tokens: int = 64
     batch_size: int = 16
-    max_examples_per_task: int = 0  # 0 = all
+    max_examples_per_task: Optional[int] = None  # None = the suite's `eval_instances_per_task` (alert: 100,
+    # NIV2's test cap); 0 = every instance; chosen by `instance_seed`, the same in every run and template
+    instance_seed: int = 0
+    prompting: str = "zero_shot"  # OPT-R's modes: zero_shot | few_shot | few_shot_explained (see data/templates.py)
+    shots: int = 2  # demonstrations per prompt in the few-shot modes, drawn from the task's unevaluated instances
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0  # sampling seed (temperature > 0)
@@ -167,6 +177,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(k, key_type, f"{key}.{k}"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -253,6 +268,8 @@ def to_dict(config: Any) -> dict:
             out[f.name] = to_dict(v)
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif isinstance(v, dict):
+            out[f.name] = dict(v)
         else:
             out[f.name] = v
     return out

@@ -1,15 +1,14 @@
-"""Orbax checkpoints of the train state, and ALERT's "best checkpoint by development perplexity".
+"""Orbax checkpoints of the train state, and the best model by `train.select_by` (ALERT: dev perplexity).
 
 Layout of a workdir:
     checkpoints/<step>/   orbax CheckpointManager steps (state = step, params, opt_state)
-    best/                 the best model so far in alert_jax's native format (+ best.json: step, val_ppl)
+    best/                 the best model so far in alert_jax's native format (+ best.json: step, metrics)
     metrics.jsonl         one JSON object per logged step
 `best_model_dir` is what `alert_jax.load_model(workdir)` resolves to.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -49,13 +48,9 @@ def best_record(workdir: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def is_improvement(workdir: Path, val_ppl: float) -> bool:
-    record = best_record(workdir)
-    return math.isfinite(val_ppl) and (record is None or val_ppl < record["val_ppl"])
-
-
-def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: float) -> None:
-    """Replace `workdir/best` with this model, atomically (a crash leaves the previous best intact)."""
+def save_best(workdir: Path, model: Any, step: int, metrics: dict[str, Any]) -> None:
+    """Replace `workdir/best` with this model, atomically (a crash leaves the previous best intact); `best.json`
+    holds the step and the evaluation's metrics (val_loss, val_ppl, dev_rouge_l, select_by)."""
     from alert_jax.model.io import save_model
 
     workdir = Path(workdir)
@@ -64,7 +59,7 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
     if jax.process_index() == 0:
         best, trash = RunDir(workdir).best, workdir / ".best.old"
         (staging / RunDir(workdir).best_record.name).write_text(
-            json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
+            json.dumps({"step": step, **metrics}))
         shutil.rmtree(trash, ignore_errors=True)
         if best.exists():
             os.replace(best, trash)

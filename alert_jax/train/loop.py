@@ -43,6 +43,7 @@ from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
 from alert_jax.train.sample_rows import alignment_rows
+from alert_jax.train.selection import DevGeneration, check_select_by, is_better
 from alert_jax.train.step import TrainState, make_eval_step, make_train_step, token_losses
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
@@ -86,9 +87,11 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, workdir: Path):
         maybe_initialize_distributed()
+        check_select_by(cfg.train.select_by)
         self.cfg, self.run_dir = cfg, RunDir(workdir)
         self.workdir = self.run_dir.root
         self.run_dir.claim()
+        self.dev_generation = DevGeneration(cfg.data, cfg.eval) if cfg.train.select_by == "dev_rouge_l" else None
         self.is_main = is_main_process()
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
@@ -224,10 +227,14 @@ class Trainer:
                               **{k: float(metrics[k]) for k in objectives.RANKING_METRICS if k in metrics}}
                     tick, tick_micro = time.perf_counter(), micro + 1
                 if step % cfg.eval_every == 0 or step == cfg.steps:
+                    model = Model(self.arch, self.state.params, self.module.rt)
                     record = {"step": step, **record, **self.validate()}
-                    if self._keeps_as_best(record["val_ppl"]):
-                        checkpoints.save_best(self.workdir, Model(self.arch, self.state.params, self.module.rt),
-                                              step, record["val_loss"], record["val_ppl"])
+                    if self.dev_generation is not None:
+                        record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
+                    if self._keeps_as_best(record):
+                        checkpoints.save_best(self.workdir, model, step,
+                                              {k: v for k, v in record.items() if k not in ("step", "lr")}
+                                              | {"select_by": cfg.select_by})
                 if record:
                     self.metrics.write(record)
                     progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
@@ -240,11 +247,12 @@ class Trainer:
         return last
 
 
-    def _keeps_as_best(self, val_ppl: float) -> bool:
-        """An SFT run keeps the checkpoint with the lowest development perplexity (ALERT's selection); an alignment
-        run keeps its latest: its objective ranks samples, which lower perplexity neither measures nor rewards,
-        and a fixed schedule is how AFT is trained."""
-        return self.cfg.train.objective != "sft" or checkpoints.is_improvement(self.workdir, val_ppl)
+    def _keeps_as_best(self, record: dict[str, Any]) -> bool:
+        """An SFT run keeps its best evaluation by `train.select_by`; an alignment run keeps its latest: its
+        objective ranks samples, which neither dev perplexity nor dev ROUGE-L measures, and a fixed schedule is
+        how AFT is trained."""
+        return self.cfg.train.objective != "sft" or is_better(self.cfg.train.select_by, record,
+                                                              checkpoints.best_record(self.workdir))
 
 
 def pad_rows(rows: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
