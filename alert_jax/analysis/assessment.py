@@ -64,7 +64,7 @@ def record_assessment(path: Path, label: str, measure: Mapping[str, float]) -> N
     data = load_assessment(path) if path.exists() else {}
     data[label] = dict(measure)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     tmp.replace(path)
 
 
