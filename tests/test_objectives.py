@@ -97,3 +97,27 @@ def test_unknown_objective_or_constraint_is_refused():
         obj.check("aft", AlignmentConfig(samples="x", constraint="hard"))
     with pytest.raises(obj.ObjectiveError, match="alignment.samples"):
         obj.check("aft", AlignmentConfig())
+
+
+def _one_question_batch():
+    """One row: segment 1 (correct) has target tokens at columns 1-2, segment 2 (wrong) at 4-5."""
+    slots = 4
+    return {"segment_ids": jnp.array([[1, 1, 1, 2, 2, 2, 0]]),
+            "loss_weights": jnp.array([[0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0]]),
+            "sample_group": jnp.array([[1, 1, 0, 0]])[:, :slots],
+            "sample_label": jnp.array([[1.0, 0.0, 0.0, 0.0]]),
+            "ref_logp": jnp.array([[-4.0, -1.0, 0.0, 0.0]])}
+
+
+@pytest.mark.parametrize("objective", ["aft", "rrhf", "dpo"])
+def test_whole_objectives_on_a_packed_batch_match_hand_values(objective):
+    nll = jnp.array([[9.0, 1.0, 2.0, 9.0, 0.5, 1.5, 9.0]])  # positive: logp -3, score -1.5; negative: -2, -1.0
+    cfg = AlignmentConfig(samples="x", constraint="none", alignment_weight=0.5, beta=0.5)
+    loss_fn = obj.make_objective(objective, cfg, lambda module, params, batch: params)
+    loss, metrics = loss_fn(None, nll, _one_question_batch())
+    token = 1.5  # mean nll of the positive's target tokens
+    expected = {"aft": token + 0.5 * math.log(1 + math.exp(-1.0 + 1.5)),
+                "rrhf": token + 0.5 * 0.5,
+                "dpo": math.log(1 + math.exp(-0.5 * ((-3.0 + 4.0) - (-2.0 + 1.0))))}[objective]
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(metrics["pair_accuracy"]) == 0.0  # the wrong sample outscores the right one
