@@ -149,10 +149,11 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
                 batch_rows: int) -> list[tuple[float, int]]:
     """(summed log-likelihood, token count) of each (prompt, target) pair's target tokens, EOS included — the
     tokens, packing and per-segment sums the alignment trainer uses, so a stored score is the score training
-    starts from."""
+    starts from. Rows are laid over the model's mesh like generation's prompts, so a multi-host job scores as one."""
     import jax
 
     from alert_jax.data.packing import pack_groups
+    from alert_jax.generation import _mesh_of, _rows_sharding, _to_devices, _to_host
     from alert_jax.train.corpus import tokenize_pairs
     from alert_jax.train.loop import pad_rows
     from alert_jax.train.objectives import SEGMENT_SLOTS, segment_log_probs
@@ -167,10 +168,11 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
         segments = segment_log_probs(-token_losses(module, params, batch), batch)
         return segments.total, segments.count
 
+    sharding = _rows_sharding(_mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for start in range(0, len(rows["inputs"]), batch_rows):
-        batch = {k: v[start:start + batch_rows] for k, v in rows.items()}
-        total, count = (np.asarray(x) for x in sums(model.params, batch))
+        batch = {k: _to_devices(v[start:start + batch_rows], sharding) for k, v in rows.items()}
+        total, count = (_to_host(x) for x in sums(model.params, batch))
         for row, groups in enumerate(row_groups[start:start + batch_rows]):
             for slot, index in enumerate(groups):
                 out[index] = (float(total[row, slot]), int(count[row, slot]))
@@ -184,11 +186,12 @@ def assess(model_path: str | Path, label: str, samples_dir: str | Path, out_dir:
     from alert_jax.analysis.assessment import ASSESSMENT_FILE, pairwise_accuracy, record_assessment
     from alert_jax.evaluate import resolve_tokenizer
     from alert_jax.model.io import load_model
+    from alert_jax.parallel.mesh import devices_for, make_mesh
 
     records = read_samples(Path(samples_dir) / SAMPLES_FILE)
     if not records:
         raise SampleError(f"{samples_dir}: no samples to assess (run `alert-jax sample`)")
-    model = load_model(model_path, cfg.eval.dtype)
+    model = load_model(model_path, cfg.eval.dtype, mesh=make_mesh(cfg.eval.mesh, devices_for(cfg.eval.mesh)))
     tokenizer = resolve_tokenizer(str(model_path), cfg.data.tokenizer or None)
     sums = score_texts(model, tokenizer, [(r["prompt"], r["generation"]) for r in records], cfg.train.seq_len,
                        cfg.alignment.batch_size)
