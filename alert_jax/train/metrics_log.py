@@ -6,6 +6,7 @@ file reads as if the run had never stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +32,11 @@ def truncate_after(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _json_number(value: Any) -> Any:
+    """NaN and ±inf become null: `metrics.jsonl` stays strict JSON that any reader parses."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 class MetricsLog:
     def __init__(self, workdir: Path, enabled: bool = True):
         self.path = RunDir(workdir).metrics
@@ -44,8 +50,9 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        record = {k: _json_number(v) for k, v in record.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
             f.flush()
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
