@@ -148,4 +148,7 @@ class RunDir:
 
     def best_model(self) -> Path | None:
         """The best model directory, if training has selected one (what `load_model(workdir)` resolves to)."""
+        from alert_jax.atomic import recover
+
+        recover(self.best)  # a swap killed between its renames leaves the previous best aside
         return self.best if self.best_record.exists() else None

@@ -3,23 +3,21 @@
 One table (`hf_layout`) says where every HF tensor lives in our param tree and whether it is a
 transposed Linear weight; import and export both walk it, so the two directions cannot drift apart.
 Everything is validated from file headers (names, shapes) before any tensor is read, so a broken
-checkpoint fails fast with the offending tensor named, and export writes into a temporary directory
-that is renamed into place only when complete.
+checkpoint fails fast with the offending tensor named, and export writes beside its output and swaps it in
+complete (`alert_jax.atomic`).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
+from alert_jax.atomic import refuse_existing, staged_dir
 from alert_jax.model.presets import OPTConfig
 from alert_jax.model.tensor_files import (
     CheckpointFormatError,
@@ -315,8 +313,7 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
     `get_param(path)` returns one param as a host array (fetched from devices only when written).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise CheckpointFormatError(f"{out_dir}: exists and is not empty (pass overwrite=True to replace it)")
+    refuse_existing(out_dir, overwrite)
     layout = hf_layout(cfg)
     shards: list[list[TensorSlot]] = [[]]
     size = 0
@@ -327,9 +324,7 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
             size = 0
         shards[-1].append(slot)
         size += nbytes
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
         names = ["model.safetensors"] if len(shards) == 1 else [
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -341,12 +336,6 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
             total = sum(int(np.prod(s.shape)) * 4 for s in layout)
             (tmp / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

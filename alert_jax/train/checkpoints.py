@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from alert_jax.atomic import replace_dir
+from alert_jax.errors import AlertJaxError
+from alert_jax.parallel.mesh import run_on_main
 from alert_jax.workdir import RunDir
 
 
@@ -31,22 +33,53 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
-    """The latest complete checkpoint restored into `target`'s shardings, or None.
+class CorruptCheckpointError(AlertJaxError):
+    """No checkpoint step of the workdir can be read back, or a best-model record is unreadable."""
 
-    Only the target's shapes, dtypes and shardings are used, so a state saved on one mesh and process count
-    resumes on any other (orbax reads each device's slices of the saved arrays).
+
+def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
+    """The newest readable checkpoint restored into `target`'s shardings, or None when there is none.
+
+    Only the target's shapes, dtypes and shardings are used (an abstract target), so a state saved on one mesh and
+    process count resumes on any other (orbax reads each device's slices of the saved arrays). A step that cannot
+    be read (truncated or corrupted by a crash or a full disk) is moved out of `checkpoints/` to
+    `checkpoints-broken/` — so the resumed run can save that step again — and the previous step is tried, saying
+    so on stderr.
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    directory = Path(manager.directory)
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        print(f"alert-jax: warning: {directory / str(step)}: checkpoint step {step} is unreadable ({reason}); "
+              "falling back to the previous step", file=sys.stderr)
+        run_on_main(f"set aside checkpoint {step}", lambda step=step: _set_aside(directory, step))
+        manager.reload()
+    if manager.all_steps():
+        raise CorruptCheckpointError(f"{directory}: no checkpoint step could be read")
+    return None
+
+
+def _set_aside(directory: Path, step: int) -> None:
+    broken = directory.with_name(f"{directory.name}-broken")
+    broken.mkdir(exist_ok=True)
+    replace_dir(directory / str(step), broken / str(step))
 
 
 def best_record(workdir: Path) -> Optional[dict]:
+    """The best model's record ({step, val_loss, val_ppl}), None before any; a corrupt one names the file."""
     path = RunDir(workdir).best_record
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        float(record["val_ppl"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CorruptCheckpointError(f"{path}: unreadable best-model record ({type(exc).__name__}); delete best/ "
+                                     "to select a new best") from None
+    return record
 
 
 def is_improvement(workdir: Path, val_ppl: float) -> bool:
@@ -55,21 +88,13 @@ def is_improvement(workdir: Path, val_ppl: float) -> bool:
 
 
 def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: float) -> None:
-    """Replace `workdir/best` with this model, atomically (a crash leaves the previous best intact)."""
+    """Replace `workdir/best` with this model and its record, swapped in together (`alert_jax.atomic`): a crash
+    leaves the previous best intact."""
     from alert_jax.model.io import save_model
 
-    workdir = Path(workdir)
-    staging = workdir / f".best.step{step}"  # the same path on every host: orbax saves collectively
-    save_model(model, staging)
-    if jax.process_index() == 0:
-        best, trash = RunDir(workdir).best, workdir / ".best.old"
-        (staging / RunDir(workdir).best_record.name).write_text(
-            json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl}))
-        shutil.rmtree(trash, ignore_errors=True)
-        if best.exists():
-            os.replace(best, trash)
-        os.replace(staging, best)
-        shutil.rmtree(trash, ignore_errors=True)
+    run_dir = RunDir(workdir)
+    record = json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl})
+    save_model(model, run_dir.best, extra_files={run_dir.best_record.name: record})
 
 
 def best_model_dir(workdir: Path) -> Optional[Path]:
