@@ -154,7 +154,7 @@ def _jsonl(path: Path) -> Iterator[tuple[_Where, dict]]:
             if not line.strip():
                 continue
             where = _Where(path, number)
-            record = _parse_json(line, where)
+            record = _parse_json(line.rstrip("\r\n"), where)
             if not isinstance(record, dict):
                 raise where.error(f"expected a JSON object, got {type(record).__name__}")
             seen = True
