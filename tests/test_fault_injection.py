@@ -360,3 +360,59 @@ def test_a_suite_file_that_is_not_utf8_is_named(tmp_path, capsys):
     suite.write_bytes(b"name: caf\xe9\ntasks: []\n")
     code, err = run_cli(capsys, "data", "stats", "--suite", suite)
     assert_one_line_error(code, err, "suite.yaml", "not UTF-8")
+
+
+# ---------------------------------------------------------------- damaged run directories
+
+def _garble(directory: Path) -> None:
+    """Truncate every file under `directory` to a few garbage bytes, as a crash or full disk may leave them."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\x00garbage")
+
+
+@pytest.mark.slow  # two short training runs: ~60 s on 2 CPU cores
+def test_a_corrupt_newest_checkpoint_falls_back_and_a_corrupt_cache_is_named(tmp_path, capsys):
+    steps = ["train.eval_every=2", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
+    assert finetune(capsys, tmp_path, "train.steps=4", *steps)[0] == 0
+    _garble(tmp_path / "checkpoints" / "4")
+    code, err = finetune(capsys, tmp_path, "train.steps=6", *steps)
+    assert code == 0, err
+    assert "checkpoint step 4 is unreadable" in err and "falling back" in err
+    assert (tmp_path / "checkpoints-broken" / "4").is_dir()
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4, 6]
+    assert [r["step"] for r in _strict_records(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "data" / "train.npz").write_bytes(b"PK\x03\x04 truncated")
+    code, err = finetune(capsys, tmp_path, "train.steps=8", *steps)
+    assert_one_line_error(code, err, "train.npz", "corrupt packed-row cache")
+
+
+@pytest.fixture
+def workdir_with_best(tmp_path) -> Path:
+    from alert_jax.model.io import load_model
+    from alert_jax.train.checkpoints import save_best
+
+    save_best(tmp_path / "run", load_model("opt-micro"), step=3, val_loss=1.0, val_ppl=2.7)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda best: _garble(best / "params"), "params: unreadable model params"),
+    (lambda best: (best / "alert_jax_model.json").write_text("{"), "alert_jax_model.json: unreadable"),
+    (lambda best: (best / "alert_jax_model.json").write_text("[1]"), "alert_jax_model.json: unreadable"),
+])
+def test_a_corrupt_best_model_is_named(tmp_path, capsys, workdir_with_best, damage, needle):
+    damage(workdir_with_best / "best")
+    code, err = convert(capsys, workdir_with_best, tmp_path / "out")
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"step": 1}', '{"val_ppl": "high"}'])
+def test_a_corrupt_best_record_is_named(workdir_with_best, text):
+    from alert_jax.train.checkpoints import CorruptCheckpointError, best_record
+
+    assert best_record(workdir_with_best)["step"] == 3
+    (workdir_with_best / "best" / "best.json").write_text(text)
+    with pytest.raises(CorruptCheckpointError, match="best.json: unreadable best-model record"):
+        best_record(workdir_with_best)
