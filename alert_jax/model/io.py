@@ -129,10 +129,13 @@ def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     return convert.export_hf(model.config, lambda p: _get_param(model.params, p), out_dir, overwrite=overwrite)
 
 
-def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = True,
+def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
                extra_files: Optional[dict[str, str]] = None) -> Path:
     """Save in alert_jax's own format — the architecture as JSON + params with orbax (sharded-array aware) +
-    `extra_files` (name → text) — built beside `out_dir` and swapped in complete (`alert_jax.atomic`)."""
+    `extra_files` (name → text) — built beside `out_dir` and swapped in complete (`alert_jax.atomic`).
+
+    The directory is written as a unit: an existing non-empty `out_dir` is refused unless `overwrite`, and then
+    replaced whole (files put there before, e.g. a tokenizer, belong in it after the model is saved)."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()

@@ -94,7 +94,7 @@ def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: fl
 
     run_dir = RunDir(workdir)
     record = json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl})
-    save_model(model, run_dir.best, extra_files={run_dir.best_record.name: record})
+    save_model(model, run_dir.best, overwrite=True, extra_files={run_dir.best_record.name: record})
 
 
 def best_model_dir(workdir: Path) -> Optional[Path]:
