@@ -32,9 +32,9 @@ def truncate_after(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _json_number(value: Any) -> Any:
-    """NaN and ±inf become null: `metrics.jsonl` stays strict JSON that any reader parses."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def strict_record(record: dict) -> dict:
+    """NaN and ±inf become null, so a metrics record stays strict JSON that any reader parses."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
 
 
 class MetricsLog:
@@ -50,7 +50,7 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        record = {k: _json_number(v) for k, v in record.items()}
+        record = strict_record(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
             f.flush()
