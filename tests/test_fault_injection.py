@@ -182,6 +182,29 @@ def test_forged_torch_checkpoints_are_refused_whole(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_storage_whose_bytes_are_corrupt_is_named_when_read(tmp_path, capsys):
+    directory = hf_dir(tmp_path)
+    path = write_torch_zip(directory / "pytorch_model.bin", {"w": tensor()})
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\0" * 64)  # the storage's bytes (stored uncompressed): flip them, the CRC no longer matches
+    raw[at:at + 64] = b"\1" * 64
+    path.write_bytes(bytes(raw))
+    from alert_jax.model.tensor_files import CheckpointFormatError, read_torch_zip
+
+    with pytest.raises(CheckpointFormatError, match="storage 0 is unreadable"):
+        read_torch_zip(path)["w"].load()
+
+
+@pytest.mark.parametrize("field, value", [("num_attention_heads", 0), ("do_layer_norm_before", "false"),
+                                          ("hidden_size", -64), ("vocab_size", 1.5), ("layer_norm_eps", -1)])
+def test_hf_config_values_are_checked(tmp_path, capsys, field, value):
+    directory = hf_dir(tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, field: value}))
+    code, err = convert(capsys, directory, tmp_path / "out")
+    assert_one_line_error(code, err, "config.json", field)
+
+
 def test_torch_views_inside_their_storage_still_load(tmp_path):
     from alert_jax.model.tensor_files import read_torch_zip
 
@@ -400,6 +423,7 @@ def workdir_with_best(tmp_path) -> Path:
     (lambda best: _garble(best / "params"), "params: unreadable model params"),
     (lambda best: (best / "alert_jax_model.json").write_text("{"), "alert_jax_model.json: unreadable"),
     (lambda best: (best / "alert_jax_model.json").write_text("[1]"), "alert_jax_model.json: unreadable"),
+    (lambda best: (best / "alert_jax_model.json").write_text('{"num_attention_heads": 0}'), "num_attention_heads"),
 ])
 def test_a_corrupt_best_model_is_named(tmp_path, capsys, workdir_with_best, damage, needle):
     damage(workdir_with_best / "best")

@@ -25,6 +25,7 @@ import math
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -238,7 +239,8 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_args: A
     _check_view(storage, offset, size, stride)
 
     def load() -> np.ndarray:
-        flat = np.frombuffer(storage.reader(storage.key), dtype=storage.dtype)
+        data = storage.reader(storage.key)
+        flat = np.frombuffer(data[: len(data) - len(data) % storage.dtype.itemsize], dtype=storage.dtype)
         if len(flat) < storage.numel:
             raise CheckpointFormatError(f"storage {storage.key} is truncated")
         itemsize = flat.dtype.itemsize
@@ -328,8 +330,12 @@ def read_torch_zip(path: str | Path) -> Any:
                 raise CheckpointFormatError(f"storage {key} is missing from the archive") from None
 
         def reader(key: str) -> bytes:
-            with zipfile.ZipFile(path) as z:  # reopen per tensor: no long-lived handles, no mmap
-                return z.read(f"{prefix}data/{key}")
+            try:
+                with zipfile.ZipFile(path) as z:  # reopen per tensor: no long-lived handles, no mmap
+                    return z.read(f"{prefix}data/{key}")
+            except (zipfile.BadZipFile, zlib.error, OSError, KeyError, EOFError) as exc:
+                raise CheckpointFormatError(f"{path}: storage {key} is unreadable ({type(exc).__name__}: "
+                                            f"{exc!s:.100})") from None
 
         try:
             return _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), reader, storage_bytes).load()
