@@ -1,4 +1,5 @@
-"""Write beside, then swap: the one way alert_jax replaces a directory (model exports, best/, caches, data builds).
+"""Write beside, then swap: the one way alert_jax replaces a directory (model exports, best/, caches, data builds)
+or a file (records, logs cut back on resume).
 
 A directory is built complete under a hidden sibling name, then swapped in with renames on the same filesystem:
 the old directory is renamed aside (`.NAME.old`), the new one renamed to NAME, the old one deleted. A kill at any
@@ -21,6 +22,18 @@ from alert_jax.errors import AlertJaxError
 
 class OutputExistsError(AlertJaxError):
     """An output directory already holds something and replacing it was not asked for."""
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace the file `path` with `text` (written beside it, flushed to disk, renamed over it): a reader or a
+    crash sees the old file or the new one, never a mix."""
+    path = Path(path)
+    tmp = _sibling(path, "tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _sibling(target: Path, role: str) -> Path:

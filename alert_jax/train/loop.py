@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from jax.sharding import NamedSharding, PartitionSpec
 
+from alert_jax.atomic import write_text
 from alert_jax.config import ExperimentConfig, to_dict
 from alert_jax.data.packing import batches, steps_per_epoch
 from alert_jax.errors import AlertJaxError
@@ -107,7 +108,7 @@ class Trainer:
         self.metrics = MetricsLog(self.workdir, enabled=self.is_main)
         if self.is_main:
             truncate_after(self.run_dir.metrics, int(self.state.step) // self.accum)
-            self.run_dir.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_text(self.run_dir.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def _prepare_data(self) -> None:
         """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""

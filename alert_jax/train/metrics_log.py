@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
+from alert_jax.atomic import write_text
 from alert_jax.workdir import RunDir
 
 
@@ -27,9 +27,7 @@ def truncate_after(path: Path, step: int) -> None:
             continue  # a line cut short by the kill
         if record.get("step", 0) <= step:
             kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def strict_record(record: dict) -> dict:
