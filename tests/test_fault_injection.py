@@ -440,3 +440,36 @@ def test_a_corrupt_best_record_is_named(workdir_with_best, text):
     (workdir_with_best / "best" / "best.json").write_text(text)
     with pytest.raises(CorruptCheckpointError, match="best.json: unreadable best-model record"):
         best_record(workdir_with_best)
+
+
+def _tiny_checkpoints(workdir: Path, steps: list[int]):
+    from alert_jax.train import checkpoints
+
+    manager = checkpoints.checkpoint_manager(workdir, keep=5, async_save=False)
+    for step in steps:
+        checkpoints.save_state(manager, step, {"w": jnp.full((4,), float(step))})
+    manager.wait_until_finished()
+    return manager
+
+
+def test_restore_falls_back_past_broken_steps_and_sets_them_aside(tmp_path, capsys):
+    from alert_jax.train.checkpoints import restore_state
+
+    manager = _tiny_checkpoints(tmp_path, [1, 2, 3])
+    _garble(tmp_path / "checkpoints" / "3")
+    _garble(tmp_path / "checkpoints" / "2")
+    restored = restore_state(manager, {"w": jnp.zeros((4,))})
+    assert restored["w"].tolist() == [1.0] * 4
+    err = capsys.readouterr().err
+    assert "checkpoint step 3 is unreadable" in err and "checkpoint step 2 is unreadable" in err
+    assert sorted(p.name for p in (tmp_path / "checkpoints-broken").iterdir()) == ["2", "3"]
+    assert manager.all_steps() == [1]
+
+
+def test_restore_moves_nothing_when_no_step_restores(tmp_path):
+    from alert_jax.train.checkpoints import CorruptCheckpointError, restore_state
+
+    manager = _tiny_checkpoints(tmp_path, [1, 2])
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoints/2: no checkpoint step could be restored"):
+        restore_state(manager, {"w": jnp.zeros((5,))})  # another shape: the config, not the files, is wrong
+    assert sorted(manager.all_steps()) == [1, 2] and not (tmp_path / "checkpoints-broken").exists()

@@ -42,23 +42,31 @@ def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
 
     Only the target's shapes, dtypes and shardings are used (an abstract target), so a state saved on one mesh and
     process count resumes on any other (orbax reads each device's slices of the saved arrays). A step that cannot
-    be read (truncated or corrupted by a crash or a full disk) is moved out of `checkpoints/` to
-    `checkpoints-broken/` — so the resumed run can save that step again — and the previous step is tried, saying
-    so on stderr.
+    be read (truncated or corrupted by a crash or a full disk) is named on stderr and the previous step tried; once
+    an older one restores, the broken ones move to `checkpoints-broken/` so the resumed run can save those steps
+    again. If no step restores, nothing is moved (the cause may be this run's config, not the files) and the
+    error names the newest step's failure.
     """
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     directory = Path(manager.directory)
+    broken: list[tuple[int, str]] = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
-            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        print(f"alert-jax: warning: {directory / str(step)}: checkpoint step {step} is unreadable ({reason}); "
-              "falling back to the previous step", file=sys.stderr)
-        run_on_main(f"set aside checkpoint {step}", lambda step=step: _set_aside(directory, step))
-        manager.reload()
-    if manager.all_steps():
-        raise CorruptCheckpointError(f"{directory}: no checkpoint step could be read")
+            broken.append((step, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
+            print(f"alert-jax: warning: {directory / str(step)}: checkpoint step {step} is unreadable "
+                  f"({broken[-1][1]}); falling back to the previous step", file=sys.stderr)
+            continue
+        for bad, _ in broken:
+            run_on_main(f"set aside checkpoint {bad}", lambda bad=bad: _set_aside(directory, bad))
+        if broken:
+            manager.reload()
+        return state
+    if broken:
+        step, reason = broken[0]
+        raise CorruptCheckpointError(f"{directory / str(step)}: no checkpoint step could be restored (newest: "
+                                     f"{reason})")
     return None
 
 
