@@ -473,3 +473,20 @@ def test_restore_moves_nothing_when_no_step_restores(tmp_path):
     with pytest.raises(CorruptCheckpointError, match=r"checkpoints/2: no checkpoint step could be restored"):
         restore_state(manager, {"w": jnp.zeros((5,))})  # another shape: the config, not the files, is wrong
     assert sorted(manager.all_steps()) == [1, 2] and not (tmp_path / "checkpoints-broken").exists()
+
+
+@pytest.mark.parametrize("case, opcodes", [
+    ("memo index 2**32-1", b"}r\xff\xff\xff\xff."),  # C unpickler: a 32 GiB memo table
+    ("string longer than the pickle", b"X\xff\xff\xff\x7fabc."),
+    ("bytes longer than the pickle", b"B\xff\xff\xff\x7fabc."),
+])
+def test_forged_pickle_lengths_do_not_allocate(tmp_path, capsys, case, opcodes):
+    import resource
+
+    directory = hf_dir(tmp_path)
+    with zipfile.ZipFile(directory / "pytorch_model.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02" + opcodes)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, err = convert(capsys, directory, tmp_path / "out")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: no giant buffer
+    assert_one_line_error(code, err, str(directory))  # the pickle itself, or the empty state dict it decodes to

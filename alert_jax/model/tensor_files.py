@@ -40,6 +40,9 @@ SAFETENSORS_DTYPES = {
 _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
+MAX_PICKLE_BYTES = 256 * 2**20  # a torch checkpoint's data.pkl (tensor bytes live beside it): far above any real one
+
+
 class CheckpointFormatError(AlertJaxError):
     """A checkpoint file that cannot be read; the message names the file (and tensor)."""
 
@@ -274,8 +277,13 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 _ALLOWED_GLOBALS = _allowed_globals()
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only `_ALLOWED_GLOBALS`; storages become `_Storage`s sized from the archive, never read here."""
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 — the pure-Python one, see below
+    """Resolves only `_ALLOWED_GLOBALS`; storages become `_Storage`s sized from the archive, never read here.
+
+    Built on the pure-Python unpickler: the C one grows its memo table to whatever index a `LONG_BINPUT` names,
+    so four forged bytes can demand gigabytes; the Python one keeps the memo in a dict. A checkpoint's pickle is
+    small (names and shapes), so the speed does not matter.
+    """
 
     def __init__(self, file, reader: Callable[[str], bytes], storage_bytes: Callable[[str], int]):
         super().__init__(file)
@@ -337,6 +345,10 @@ def read_torch_zip(path: str | Path) -> Any:
                 raise CheckpointFormatError(f"{path}: storage {key} is unreadable ({type(exc).__name__}: "
                                             f"{exc!s:.100})") from None
 
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise CheckpointFormatError(f"{path}: {pickles[0]} declares {archive.getinfo(pickles[0]).file_size} "
+                                        f"bytes; a checkpoint's pickle holds names and shapes only (limit "
+                                        f"{MAX_PICKLE_BYTES})")
         try:
             return _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), reader, storage_bytes).load()
         except CheckpointFormatError as exc:
