@@ -256,6 +256,16 @@ def test_shard_index_may_only_name_files_inside_the_checkpoint(tmp_path, capsys,
     assert_one_line_error(code, err, "model.safetensors.index.json", repr(shard))
 
 
+def test_a_tensor_stored_in_two_shards_is_refused(tmp_path, capsys):
+    directory = hf_dir(tmp_path)
+    for name in ("a.safetensors", "b.safetensors"):
+        _safetensors(directory / name, {"w": _entry()})
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}}))
+    code, err = convert(capsys, directory, tmp_path / "out")
+    assert_one_line_error(code, err, "b.safetensors", "tensor w is also stored in another shard")
+
+
 def test_self_referencing_metaseq_cfg_terminates(tmp_path, capsys):
     selfref = Raw(b"}q\x00" + _p("self") + b"h\x00" + b"s")  # cfg = {"self": cfg}
     path = write_torch_zip(tmp_path / "ms.pt", {"model": {"decoder.version": 3}, "cfg": selfref})

@@ -125,7 +125,11 @@ def _hf_tensor_refs(directory: Path) -> dict[str, TensorRef]:
         if index.exists():
             refs: dict[str, TensorRef] = {}
             for shard in _index_shards(index):
-                refs.update(reader(shard))
+                found = reader(shard)
+                twice = sorted(set(found) & set(refs))
+                if twice:
+                    raise CheckpointFormatError(f"{shard}: tensor {twice[0]} is also stored in another shard")
+                refs.update(found)
             return refs
     if (directory / "model.safetensors").exists():
         return read_safetensors(directory / "model.safetensors")
