@@ -70,8 +70,12 @@ class DataConfig:
     tokenizer: str = ""  # tokenizer directory; empty = train sentencepiece on the corpus
     vocab_size: int = 1024  # for a sentencepiece tokenizer trained on the corpus
     examples_per_task: int = 200  # training examples per finetuning task (0 = all)
+    mixture: dict[str, int] = dataclasses.field(default_factory=dict)  # source → its own cap (0 = all),
+    # overriding examples_per_task for that source (alert_jax/data/mixture.py)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
+    masked_thought_rate: float = 0.0  # CoT only: fraction of rationale tokens replaced by <unk> in the training
+    # inputs, targets untouched (Masked Thought; alert_jax/data/masked_thought.py); 0 = off, as in ALERT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
     on_nonfinite: str = "stop"  # a NaN/inf loss or grad norm: "stop" the run, or "skip" that batch's update
+    select_by: str = "dev_perplexity"  # best/ by dev_perplexity (ALERT) or dev_rouge_l (greedy generation on the
+    # dev tasks under eval.templates, best template per task; alert_jax/train/selection.py)
 
 
 DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
@@ -104,7 +110,11 @@ class EvalConfig:
     templates: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
     max_new_tokens: int = 64
     batch_size: int = 16
-    max_examples_per_task: int = 0  # 0 = all
+    max_examples_per_task: Optional[int] = None  # None = the suite's `eval_instances_per_task` (alert: 100,
+    # NIV2's test cap); 0 = every instance; chosen by `instance_seed`, the same in every run and template
+    instance_seed: int = 0
+    prompting: str = "zero_shot"  # OPT-R's modes: zero_shot | few_shot | few_shot_explained (see data/templates.py)
+    shots: int = 2  # demonstrations per prompt in the few-shot modes, drawn from the task's unevaluated instances
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0  # sampling seed (temperature > 0)
@@ -192,26 +202,33 @@ FIELD_RULES: dict[str, Rule] = {
     "data.suite": FREE, "data.validation_suite": FREE, "data.data_root": FREE, "data.tfds_dir": FREE,
     "data.variant": one_of("ft", "cot"), "data.tokenizer": FREE, "data.vocab_size": at_least(8),
     "data.examples_per_task": at_least(0), "data.validation_fraction": Rule(low=0, high=1, high_open=True),
+    "data.mixture": at_least(0),  # each source's cap
+    "data.masked_thought_rate": Rule(low=0, high=1, high_open=True),
     "train.steps": at_least(1), "train.batch_size": at_least(1), "train.seq_len": at_least(2),
     "train.seed": at_least(0), "train.log_every": at_least(1), "train.eval_every": at_least(1),
     "train.eval_batches": at_least(0),  # 0 = every validation row
     "train.checkpoint_every": at_least(1), "train.keep_checkpoints": at_least(1),
     "train.on_nonfinite": one_of("stop", "skip"),
+    "train.select_by": one_of("dev_perplexity", "dev_rouge_l"),  # alert_jax/train/selection.py SELECT_BY
     "eval.suite": FREE, "eval.templates": one_of(*TEMPLATE_NAMES), "eval.max_new_tokens": at_least(1),
     "eval.batch_size": at_least(1), "eval.max_examples_per_task": at_least(0), "eval.temperature": at_least(0),
     "eval.top_p": Rule(low=0, high=1, low_open=True), "eval.seed": at_least(0), "eval.stop_strings": FREE,
     "eval.dtype": one_of(*DTYPES), "eval.tokenizer": FREE, "eval.data_root": FREE, "eval.tfds_dir": FREE,
-    "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE,
+    "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE, "eval.instance_seed": at_least(0),
+    "eval.prompting": one_of("zero_shot", "few_shot", "few_shot_explained"),  # evaluate.py PROMPTING_MODES
+    "eval.shots": at_least(1),
     **{f"eval.mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
 }
 
 
 def check_value(key: str, value: Any) -> None:
-    """Apply `FIELD_RULES[key]` to a field's value (each item of a tuple field), naming the key when it fails."""
+    """Apply `FIELD_RULES[key]` to a field's value (each item of a tuple field, each value of a mapping field),
+    naming the key when it fails."""
     rule = FIELD_RULES.get(key)
-    if rule is None or isinstance(value, bool):
+    if rule is None or value is None or isinstance(value, bool):  # None: an Optional field's "not set"
         return
-    for item in value if isinstance(value, tuple) else (value,):
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+    for item in items:
         problem = rule.violation(item)
         if problem:
             raise ConfigError(f"{key}={item!r}: {problem}")
@@ -245,6 +262,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(k, key_type, f"{key}.{k}"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -337,6 +359,8 @@ def to_dict(config: Any) -> dict:
             out[f.name] = to_dict(v)
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif isinstance(v, dict):
+            out[f.name] = dict(v)
         else:
             out[f.name] = v
     return out

@@ -43,10 +43,14 @@ def test_defaults_pass_their_own_rules() -> None:
 
 def test_enum_choices_match_the_code_that_uses_them() -> None:
     from alert_jax.data.templates import TEMPLATES
+    from alert_jax.evaluate import PROMPTING_MODES
     from alert_jax.model.model import _DTYPES
+    from alert_jax.train.selection import SELECT_BY
 
     assert TEMPLATE_NAMES == TEMPLATES
     assert set(DTYPES) == set(_DTYPES)
+    assert FIELD_RULES["eval.prompting"].choices == PROMPTING_MODES
+    assert set(FIELD_RULES["train.select_by"].choices) == set(SELECT_BY)
 
 
 @pytest.mark.parametrize("override", [
@@ -58,6 +62,8 @@ def test_enum_choices_match_the_code_that_uses_them() -> None:
     "eval.top_p=0", "eval.top_p=1.01", "eval.batch_size=0", "eval.max_new_tokens=0", "eval.templates=[T1,T9]",
     "eval.dtype=float8", "model.attention=flash", "model.dtype=int8", "data.variant=rationale",
     "data.validation_fraction=1", "mesh.fsdp=0", "mesh.data=-2", "eval.mesh.tensor=0", "model.seed=-1",
+    "data.mixture={gsm8k: -1}", "data.masked_thought_rate=1", "train.select_by=loss", "eval.prompting=many_shot",
+    "eval.shots=0", "eval.instance_seed=-1",
 ])
 def test_an_out_of_range_value_is_refused_naming_the_key(override: str) -> None:
     key = override.split("=")[0]

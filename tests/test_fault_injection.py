@@ -425,7 +425,8 @@ def workdir_with_best(tmp_path) -> Path:
     from alert_jax.model.io import load_model
     from alert_jax.train.checkpoints import save_best
 
-    save_best(tmp_path / "run", load_model("opt-micro"), step=3, val_loss=1.0, val_ppl=2.7)
+    save_best(tmp_path / "run", load_model("opt-micro"), 3,
+              {"val_loss": 1.0, "val_ppl": 2.7, "dev_rouge_l": math.nan, "select_by": "dev_perplexity"})
     return tmp_path / "run"
 
 
@@ -442,11 +443,11 @@ def test_a_corrupt_best_model_is_named(tmp_path, capsys, workdir_with_best, dama
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("text", ["{", "[]", '{"step": 1}', '{"val_ppl": "high"}'])
+@pytest.mark.parametrize("text", ["{", "[]", '{"val_ppl": 2.0}', '{"step": "3"}', '{"step": 3, "val_ppl": "high"}'])
 def test_a_corrupt_best_record_is_named(workdir_with_best, text):
     from alert_jax.train.checkpoints import CorruptCheckpointError, best_record
 
-    assert best_record(workdir_with_best)["step"] == 3
+    assert best_record(workdir_with_best) == {"step": 3, "val_loss": 1.0, "val_ppl": 2.7, "select_by": "dev_perplexity"}
     (workdir_with_best / "best" / "best.json").write_text(text)
     with pytest.raises(CorruptCheckpointError, match="best.json: unreadable best-model record"):
         best_record(workdir_with_best)

@@ -1,15 +1,14 @@
-"""Orbax checkpoints of the train state, and ALERT's "best checkpoint by development perplexity".
+"""Orbax checkpoints of the train state, and the best model by `train.select_by` (ALERT: dev perplexity).
 
 Layout of a workdir:
     checkpoints/<step>/   orbax CheckpointManager steps (state = step, params, opt_state)
-    best/                 the best model so far in alert_jax's native format (+ best.json: step, val_ppl)
+    best/                 the best model so far in alert_jax's native format (+ best.json: step, metrics)
     metrics.jsonl         one JSON object per logged step
 `best_model_dir` is what `alert_jax.load_model(workdir)` resolves to.
 """
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +19,7 @@ import orbax.checkpoint as ocp
 from alert_jax.atomic import replace_dir
 from alert_jax.errors import AlertJaxError
 from alert_jax.parallel.mesh import run_on_main
+from alert_jax.train.metrics_log import strict_record
 from alert_jax.workdir import RunDir
 
 
@@ -77,31 +77,44 @@ def _set_aside(directory: Path, step: int) -> None:
 
 
 def best_record(workdir: Path) -> Optional[dict]:
-    """The best model's record ({step, val_loss, val_ppl}), None before any; a corrupt one names the file."""
+    """The best model's record (step, metrics, select_by), None before any; a corrupt one names the file.
+
+    A metric stored as null (it was not finite) is left out, so any finite value beats it.
+    """
     path = RunDir(workdir).best_record
     if not path.exists():
         return None
     try:
         record = json.loads(path.read_text())
-        float(record["val_ppl"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise CorruptCheckpointError(f"{path}: unreadable best-model record ({type(exc).__name__}); delete best/ "
-                                     "to select a new best") from None
-    return record
+        problem = _record_problem(record)
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = type(exc).__name__
+    if problem:
+        raise CorruptCheckpointError(f"{path}: unreadable best-model record ({problem}); delete best/ to select a "
+                                     "new best")
+    return {k: v for k, v in record.items() if v is not None}
 
 
-def is_improvement(workdir: Path, val_ppl: float) -> bool:
-    record = best_record(workdir)
-    return math.isfinite(val_ppl) and (record is None or val_ppl < record["val_ppl"])
+def _record_problem(record: Any) -> Optional[str]:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not an object"
+    if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
+        return "no integer step"
+    for key, value in record.items():
+        if key not in ("step", "select_by") and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is not a number"
+    return None
 
 
-def save_best(workdir: Path, model: Any, step: int, val_loss: float, val_ppl: float) -> None:
-    """Replace `workdir/best` with this model and its record, swapped in together (`alert_jax.atomic`): a crash
-    leaves the previous best intact."""
+def save_best(workdir: Path, model: Any, step: int, metrics: dict[str, Any]) -> None:
+    """Replace `workdir/best` with this model and `best.json` (the step and the evaluation's metrics: val_loss,
+    val_ppl, dev_rouge_l, select_by), swapped in together (`alert_jax.atomic`): a crash leaves the previous best
+    intact."""
     from alert_jax.model.io import save_model
 
     run_dir = RunDir(workdir)
-    record = json.dumps({"step": step, "val_loss": val_loss, "val_ppl": val_ppl})
+    record = json.dumps(strict_record({"step": step, **metrics}), allow_nan=False)
     save_model(model, run_dir.best, overwrite=True, extra_files={run_dir.best_record.name: record})
 
 

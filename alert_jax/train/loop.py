@@ -42,6 +42,7 @@ from alert_jax.train import checkpoints
 from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
+from alert_jax.train.selection import DevGeneration, check_select_by, is_better
 from alert_jax.train.step import TrainState, make_eval_step, make_train_step
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
@@ -92,9 +93,11 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, workdir: Path):
         maybe_initialize_distributed()
+        check_select_by(cfg.train.select_by)
         self.cfg, self.run_dir = cfg, RunDir(workdir)
         self.workdir = self.run_dir.root
         self.run_dir.claim()
+        self.dev_generation = DevGeneration(cfg.data, cfg.eval) if cfg.train.select_by == "dev_rouge_l" else None
         self.is_main = is_main_process()
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
@@ -228,10 +231,14 @@ class Trainer:
                         tick, tick_micro = time.perf_counter(), micro + 1
                     watch.check(lambda: self.metrics.write(record) if record else None)  # before anything is saved
                     if evals:
+                        model = Model(self.arch, self.state.params, self.module.rt)
                         record = {"step": step, **record, **self.validate()}
-                        if checkpoints.is_improvement(self.workdir, record["val_ppl"]):
-                            checkpoints.save_best(self.workdir, Model(self.arch, self.state.params, self.module.rt),
-                                                  step, record["val_loss"], record["val_ppl"])
+                        if self.dev_generation is not None:
+                            record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
+                        if is_better(cfg.select_by, record, checkpoints.best_record(self.workdir)):
+                            checkpoints.save_best(self.workdir, model, step,
+                                                  {k: v for k, v in record.items() if k not in ("step", "lr")}
+                                                  | {"select_by": cfg.select_by})
                     if record:
                         self.metrics.write(record)
                         progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
