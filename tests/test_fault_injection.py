@@ -388,7 +388,7 @@ def test_malformed_data_files_name_file_and_line(tmp_path, capsys, source, name,
     assert_one_line_error(code, err, name, needle)
 
 
-@pytest.mark.parametrize("percent", ["-5", "100", "150"])
+@pytest.mark.parametrize("percent", ["-5", "101", "150"])
 def test_data_build_validation_percent_out_of_range_is_refused(tmp_path, capsys, percent):
     code, err = run_cli(capsys, "data", "build", "finetune", "--suite", "synthetic", "--variant", "cot",
                         "--validation-percent", percent, "--out", tmp_path / "tfds")

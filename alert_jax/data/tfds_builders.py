@@ -242,8 +242,8 @@ def build_finetune_mix(
     if variant not in ("ft", "cot"):
         raise BuildError(f"variant must be 'ft' or 'cot', got {variant!r}")
     if isinstance(validation_percent, bool) or not isinstance(validation_percent, int) \
-            or not 0 <= validation_percent < 100:
-        raise BuildError(f"--validation-percent {validation_percent!r}: expected an integer in [0, 100)")
+            or not 0 <= validation_percent <= 100:
+        raise BuildError(f"--validation-percent {validation_percent!r}: expected an integer in [0, 100]")
     _check_data_root(suite, True, data_root)
     config = FinetuneMixConfig(
         name=finetune_config_name(suite, variant), variant=variant, suite=str(suite),
