@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from alert_jax.analysis.report import SCORES_FILE
+from alert_jax.atomic import write_text
 from alert_jax.config import EvalConfig
 from alert_jax.data.example import Example, Task
 from alert_jax.data.selection import demonstration_pool, evaluated_instances, shots_for
@@ -125,16 +126,6 @@ def templates_of(cfg: EvalConfig) -> tuple[str, ...]:
     return cfg.templates
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a reader (or a crash) sees the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _checked_record(line: str, where: str, required: Sequence[str]) -> dict[str, Any]:
     try:
         record = json.loads(line)
@@ -160,7 +151,7 @@ def read_generations(path: Path, *, repair: bool = True, required: Sequence[str]
         data = data[: data.rfind(b"\n") + 1]  # rfind = -1 when the only line is partial: keeps nothing
         if repair:
             logger.warning("%s: dropping a last line cut short by an interrupted run", path)
-            _write_atomically(path, data.decode("utf-8"))
+            write_text(path, data.decode("utf-8"))
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
     lines = data.decode("utf-8").split("\n")
     return [_checked_record(line, f"{path}:{n}", required) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -246,7 +237,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     if not writer:
         return scores_path
     rows = score_rows(read_generations(generations_path))
-    _write_atomically(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("wrote %d score rows to %s", len(rows), scores_path)
     return scores_path
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from alert_jax.atomic import write_text
 from alert_jax.errors import AlertJaxError
 
 ASSESSMENT_FILE = "assessment.json"
@@ -63,9 +64,7 @@ def record_assessment(path: Path, label: str, measure: Mapping[str, float]) -> N
     path = Path(path)
     data = load_assessment(path) if path.exists() else {}
     data[label] = dict(measure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=2))
 
 
 def assessment_section(entries: Mapping[str, Mapping[str, float]]) -> str:

@@ -48,15 +48,27 @@ def loss_sums(module: OPTForCausalLM, params: Any, batch: Batch) -> LossSums:
 
 
 def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, objective: Objective | None = None):
-    """(state, batch) → (state, metrics): the objective's loss (default: the mean target-token loss), its
-    gradient, one optimizer update. Objectives live in `alert_jax.train.objectives`."""
+    """(state, batch) → (state, metrics): the objective's loss (default: the mean target-token loss; the others are
+    in `alert_jax.train.objectives`), its gradient, one optimizer update.
+
+    A batch whose loss or gradient norm is not finite leaves params and optimizer state as they were (its update
+    is dropped inside the compiled step, so NaNs never reach the state) and sets `metrics["nonfinite"]` to 1;
+    the loop decides whether that stops the run or is counted as a skip (`train.on_nonfinite`). The step counter
+    still advances: it is the data position.
+    """
     objective = objective or make_objective("sft", AlignmentConfig(), token_losses)
 
     def train_step(state: TrainState, batch: Batch):
         (loss, aux), grads = jax.value_and_grad(partial(objective, module), has_aux=True)(state.params, batch)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        keep_new = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        params = jax.tree.map(keep_new, params, state.params)
+        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
+                   "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
