@@ -42,9 +42,9 @@ def model_dir(tmp_path_factory) -> Path:
     corpus = [f"{ex.input} {ex.rationale} The answer is {ex.references[0]}."
               for entry, task in load_suite("synthetic").load_tasks() for ex in task.examples]
     tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=500, vocab_size_is_limit=True)
-    tokenizer.save(directory / "tokenizer")
     config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=-(-tokenizer.vocab_size // 8) * 8)
-    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)
+    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
+    tokenizer.save(directory / "tokenizer")
     return directory
 
 
