@@ -27,8 +27,12 @@ class ModelConfig:
     name: str = "opt-tiny"
     dtype: str = "float32"  # compute dtype; master params stay float32
     param_dtype: str = "float32"
-    remat: bool = False  # rematerialise each decoder layer in the backward pass
-    attention: str = "xla"  # "xla" (einsum) or "dot_product" (jax.nn.dot_product_attention / cuDNN)
+    remat: str = "none"  # per-layer rematerialisation: none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    attention: str = "xla"  # xla | cudnn (GPU) | splash (TPU) | splash_interpret (tests); alert_jax/model/attention.py
+    scan_layers: bool = False  # decoder layers under nn.scan: one compiled layer body, params stacked per layer
+    dropout: float = 0.0  # dropout rates named as in HF OPTConfig; active only in training steps
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     seed: int = 0
 
 

@@ -48,8 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def _runtime(cfg: ExperimentConfig) -> RuntimeOptions:
-    return RuntimeOptions(dtype=dtype_from_name(cfg.model.dtype), param_dtype=dtype_from_name(cfg.model.param_dtype),
-                          remat=cfg.model.remat, attention=cfg.model.attention)
+    m = cfg.model
+    return RuntimeOptions(dtype=dtype_from_name(m.dtype), param_dtype=dtype_from_name(m.param_dtype), remat=m.remat,
+                          attention=m.attention, scan_layers=m.scan_layers, dropout=m.dropout,
+                          attention_dropout=m.attention_dropout, activation_dropout=m.activation_dropout)
 
 
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
@@ -65,7 +67,7 @@ def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTCon
         params, shardings = sharded_init(partial(boxed_params, module), mesh, DEFAULT_RULES,
                                          jax.random.PRNGKey(cfg.model.seed))
         return arch, params, shardings
-    model = load_model(cfg.model.name, mesh=mesh, rules=DEFAULT_RULES)
+    model = load_model(cfg.model.name, runtime=runtime, mesh=mesh, rules=DEFAULT_RULES)
     return model.config, model.params, jax.tree.map(lambda x: x.sharding, model.params)
 
 
@@ -127,7 +129,7 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
-        self.train_step = jax.jit(make_train_step(self.module, self.tx), donate_argnums=0,
+        self.train_step = jax.jit(make_train_step(self.module, self.tx, self.cfg.train.seed), donate_argnums=0,
                                   in_shardings=(self.state_shardings, self.batch_sharding),
                                   out_shardings=(self.state_shardings, replicated))
         self.eval_step = jax.jit(make_eval_step(self.module),
