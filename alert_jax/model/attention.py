@@ -24,8 +24,12 @@ from alert_jax.errors import AlertJaxError
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash", "splash_interpret")
 MASK_VALUE = -1e9  # large but finite: a fully masked (left-padded) query row stays NaN-free
-BLOCKWISE_MIN_LENGTH = 1024  # below this the dense path's [T, T] scores are cheap and one einsum is faster
-BLOCK_SIZE = 512
+# Measured on CPU (benchmarks/RESULTS.md, grad of attention alone, 12 heads x 64): at 2x1024 dense 3.6 s vs
+# blockwise 1.9 s (256-row blocks); at 1x2048 dense 10.9 s vs 4.9 s (512-row blocks). Below 1024 tokens the
+# [T, T] scores are cheap and one einsum is as fast.
+BLOCKWISE_MIN_LENGTH = 1024
+BLOCKS = 4  # query blocks per row: skips (BLOCKS - 1) / (2 * BLOCKS) of the score matrix
+MIN_BLOCK = 256
 SPLASH_BLOCK = 128  # splash tiles rows in blocks of this many tokens (and needs T to be a multiple of it)
 
 
@@ -87,7 +91,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implemen
     if implementation.startswith("splash") and full_rows:
         return splash(q, k, v, mask, interpret=implementation == "splash_interpret")
     if full_rows and q.shape[1] >= BLOCKWISE_MIN_LENGTH:
-        return blockwise_causal(q, k, v, mask, BLOCK_SIZE, dropout)
+        return blockwise_causal(q, k, v, mask, max(MIN_BLOCK, -(-q.shape[1] // BLOCKS)), dropout)
     return dense(q, k, v, mask, heads_major_kv, dropout)
 
 

@@ -142,6 +142,8 @@ class Trainer:
         self.manager = checkpoints.checkpoint_manager(self.workdir, self.cfg.train.keep_checkpoints,
                                                       self.cfg.train.async_checkpointing)
         contract = {"model": dataclasses.asdict(self.arch), "train.seq_len": self.cfg.train.seq_len}
+        if self.cfg.model.scan_layers:  # stacked params and moments: the per-layer state of every other run won't fit
+            contract["model.scan_layers"] = True
         if self.manager.latest_step() is not None:
             check_contract(self.run_dir.checkpoint_contract, contract)
         run_on_main("checkpoint contract", lambda: write_json_atomically(self.run_dir.checkpoint_contract, contract))
