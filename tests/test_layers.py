@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import alert_jax
 from alert_jax.config import MeshConfig
@@ -115,3 +116,19 @@ def test_dropout_masks_do_not_depend_on_the_mesh():
         mesh = make_mesh(MeshConfig(*shape), jax.devices()[: int(np.prod(shape))])
         losses.append(_loss(_dropout_model(mesh), key, mesh))
     assert abs(losses[0] - losses[1]) < 1e-5 * abs(losses[0]), losses
+
+
+@pytest.mark.slow  # two short end-to-end runs
+def test_a_scanned_remat_dropout_run_resumes_exactly_and_its_model_loads_unrolled(tmp_path):
+    from alert_jax.config import load_config
+    from alert_jax.train.loop import Trainer
+    from tests.test_training import TINY_RUN, _losses
+
+    run = TINY_RUN + ["model.scan_layers=true", "model.remat=full", "model.dropout=0.1", "model.activation_dropout=0.1",
+                      "train.steps=8", "train.eval_every=4", "mesh.fsdp=2"]
+    Trainer(load_config(None, run), tmp_path / "whole").run()
+    Trainer(load_config(None, run + ["train.steps=4"]), tmp_path / "split").run()
+    Trainer(load_config(None, run), tmp_path / "split").run()  # resumes at step 4 with the same dropout masks
+    np.testing.assert_allclose(_losses(tmp_path / "split"), _losses(tmp_path / "whole"), rtol=1e-5)
+    model = alert_jax.load_model(tmp_path / "whole")
+    assert "layers_0" in model.params["decoder"]
