@@ -79,6 +79,14 @@ def test_scanned_and_unrolled_models_load_one_checkpoint_and_agree(tmp_path):
                                   alert_jax.generate(unrolled, prompt, mask, max_new_tokens=5))
 
 
+def test_scanned_params_init_sharded_with_the_layer_axis_whole():
+    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2), jax.devices()[:8])
+    model = alert_jax.load_model("opt-micro", runtime=SCANNED, mesh=mesh)
+    kernel = model.params["decoder"]["layers"]["fc1"]["kernel"]  # [layers, embed, mlp]
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+    assert kernel.addressable_shards[0].data.shape == (kernel.shape[0], kernel.shape[1] // 4, kernel.shape[2] // 2)
+
+
 def _dropout_model(mesh=None) -> Model:
     runtime = RuntimeOptions(dropout=0.1, attention_dropout=0.1, activation_dropout=0.1)
     return alert_jax.load_model("opt-micro", seed=1, runtime=runtime, mesh=mesh)
