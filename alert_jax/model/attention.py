@@ -7,7 +7,8 @@ them, so no dense [B, 1, T, T] tensor is ever passed between layers:
 * `xla` (default): einsum softmax. For full rows of at least `BLOCKWISE_MIN_LENGTH` tokens it runs blockwise
   over query blocks and only against the keys at or before each block, skipping the fully masked blocks above
   the diagonal (about half the score work at T=2048); shorter rows and cached decoding run dense.
-* `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")` (GPU only) with the boolean mask.
+* `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")` (GPU, bf16/fp16 only) with the boolean mask
+  from segment ids (JAX's wrapper turns it into an additive bias for the fused kernel).
 * `splash`: Pallas TPU splash attention with causal mask + segment ids (TPU only); `splash_interpret` runs the
   same kernel in Pallas interpret mode, which is how it is tested on CPU. Cached decoding uses the xla path.
 
@@ -84,6 +85,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implemen
         raise AttentionUnavailableError(f"model.attention_dropout > 0 needs model.attention=xla "
                                         f"({implementation} has no attention dropout)")
     if implementation == "cudnn":
+        if q.dtype not in (jnp.bfloat16, jnp.float16):
+            raise AttentionUnavailableError(f"model.attention=cudnn runs in bfloat16/float16 only (compute dtype "
+                                            f"here: {q.dtype}); set model.dtype=bfloat16")
         if heads_major_kv:
             k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
         return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask.dense(), scale=1.0,
