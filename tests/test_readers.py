@@ -279,5 +279,5 @@ def test_csv_missing_column(tmp_path: Path) -> None:
 def test_unknown_kind_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown source kind 'nope'"):
         read("nope", tmp_path)
-    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+    with pytest.raises(DataFormatError, match="absent.jsonl: no such file"):
         read("gsm8k", tmp_path / "absent.jsonl")

@@ -132,14 +132,23 @@ def test_unknown_key_and_bad_batch_are_clear_errors(tmp_path):
         Trainer(load_config(None, TINY_RUN + ["train.batch_size=12", "mesh.fsdp=8"]), tmp_path)
 
 
-def test_corpus_trained_tokenizer_learns_the_runs_own_text(tmp_path, shared_data):
+def test_corpus_trained_tokenizer_learns_the_runs_own_text(tmp_path, shared_data, monkeypatch):
     from alert_jax.config import DataConfig
+    from alert_jax.data.tokenizer import SentencePieceTokenizer
+    from alert_jax.train import corpus
     from alert_jax.train.corpus import resolve_tokenizer, text_pairs
 
+    trainings = []
+    real_train = SentencePieceTokenizer.train
+    monkeypatch.setattr(corpus.SentencePieceTokenizer, "train",
+                        lambda *args, **kwargs: trainings.append(1) or real_train(*args, **kwargs))
     cfg = DataConfig(suite="finetune_samples", data_root=str(shared_data), validation_suite="", vocab_size=2000)
-    calls = []
-    tokenizer = resolve_tokenizer(cfg, tmp_path, lambda: calls.append(1) or text_pairs(cfg))
-    assert calls == [1]
+    tokenizer = resolve_tokenizer(cfg, tmp_path, lambda: text_pairs(cfg))
+    assert trainings == [1]
     assert len(tokenizer.encode(" dollars")) == 1, "a word frequent in GSM8K, absent from the synthetic world"
-    assert resolve_tokenizer(cfg, tmp_path, lambda: calls.append(1) or text_pairs(cfg)) is not None
-    assert calls == [1], "trained once per workdir"
+    again = resolve_tokenizer(cfg, tmp_path, lambda: text_pairs(cfg))
+    assert trainings == [1], "trained once per workdir while its text is unchanged"
+    assert again.encode(" dollars") == tokenizer.encode(" dollars")
+    changed = DataConfig(suite="finetune_samples", data_root=str(shared_data), validation_suite="", vocab_size=1500)
+    resolve_tokenizer(changed, tmp_path, lambda: text_pairs(changed))
+    assert trainings == [1, 1], "a changed vocab_size retrains the cached tokenizer"
