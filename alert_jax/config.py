@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -73,8 +74,12 @@ class DataConfig:
     tokenizer: str = ""  # tokenizer directory; empty = train sentencepiece on the corpus
     vocab_size: int = 1024  # for a sentencepiece tokenizer trained on the corpus
     examples_per_task: int = 200  # training examples per finetuning task (0 = all)
+    mixture: dict[str, int] = dataclasses.field(default_factory=dict)  # source → its own cap (0 = all),
+    # overriding examples_per_task for that source (alert_jax/data/mixture.py)
     validation_fraction: float = 0.05
     truncate_long: bool = True  # False drops examples longer than a row
+    masked_thought_rate: float = 0.0  # CoT only: fraction of rationale tokens replaced by <unk> in the training
+    # inputs, targets untouched (Masked Thought; alert_jax/data/masked_thought.py); 0 = off, as in ALERT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +94,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
+    on_nonfinite: str = "stop"  # a NaN/inf loss or grad norm: "stop" the run, or "skip" that batch's update
+    select_by: str = "dev_perplexity"  # best/ by dev_perplexity (ALERT) or dev_rouge_l (greedy generation on the
+    # dev tasks under eval.templates, best template per task; alert_jax/train/selection.py)
 
 
 DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
@@ -106,7 +114,11 @@ class EvalConfig:
     templates: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
     max_new_tokens: int = 64
     batch_size: int = 16
-    max_examples_per_task: int = 0  # 0 = all
+    max_examples_per_task: Optional[int] = None  # None = the suite's `eval_instances_per_task` (alert: 100,
+    # NIV2's test cap); 0 = every instance; chosen by `instance_seed`, the same in every run and template
+    instance_seed: int = 0
+    prompting: str = "zero_shot"  # OPT-R's modes: zero_shot | few_shot | few_shot_explained (see data/templates.py)
+    shots: int = 2  # demonstrations per prompt in the few-shot modes, drawn from the task's unevaluated instances
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0  # sampling seed (temperature > 0)
@@ -132,6 +144,119 @@ class ExperimentConfig:
     eval: EvalConfig = EvalConfig()
 
 
+# ---------------------------------------------------------------- value rules
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What values one config field accepts: a numeric range (each bound open or closed; NaN and ±inf are refused
+    whenever a bound is set), extra allowed values outside it, or a set of choices. `Rule()` is free text."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+    also: tuple[Any, ...] = ()  # values accepted besides the range (e.g. -1 = "the rest" for a mesh axis)
+
+    def violation(self, value: Any) -> Optional[str]:
+        """Why `value` is refused, or None."""
+        if value in self.also:
+            return None
+        if self.choices:
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}"
+        if self.low is None and self.high is None:
+            return None
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return self._describe()
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return self._describe()
+        return None
+
+    def _describe(self) -> str:
+        low = "" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+        high = "∞)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+        extra = f" or {', '.join(map(str, self.also))}" if self.also else ""
+        return f"must be in {low or '(-∞'}, {high}{extra}"
+
+
+def at_least(low: float, **kw: Any) -> Rule:
+    return Rule(low=low, **kw)
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(choices=choices)
+
+
+FREE = Rule()  # free text: a name, a path, a label
+DTYPES = ("float32", "bfloat16", "float16")
+TEMPLATE_NAMES = ("T1", "T2", "T3", "T4", "T5")  # alert_jax/data/templates.py TEMPLATES; config stays import-light
+_MESH_RULES = {axis: at_least(1, also=(-1,)) for axis in ("data", "fsdp", "tensor")}
+
+FIELD_RULES: dict[str, Rule] = {
+    "model.name": FREE, "model.dtype": one_of(*DTYPES), "model.param_dtype": one_of(*DTYPES),
+    "model.attention": one_of("xla", "cudnn", "splash", "splash_interpret"),  # model/attention.py IMPLEMENTATIONS
+    "model.remat": one_of("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),  # opt.REMAT_POLICIES
+    **{f"model.{rate}": Rule(low=0, high=1, high_open=True)
+       for rate in ("dropout", "attention_dropout", "activation_dropout")},
+    "model.seed": at_least(0),
+    **{f"mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
+    "optim.learning_rate": at_least(0), "optim.warmup_steps": at_least(0),
+    "optim.end_lr_ratio": Rule(low=0, high=1), "optim.weight_decay": at_least(0),
+    "optim.beta1": Rule(low=0, high=1, high_open=True), "optim.beta2": Rule(low=0, high=1, high_open=True),
+    "optim.eps": at_least(0, low_open=True), "optim.clip_norm": at_least(0, low_open=True),
+    "optim.grad_accum_steps": at_least(1),
+    "data.suite": FREE, "data.validation_suite": FREE, "data.data_root": FREE, "data.tfds_dir": FREE,
+    "data.variant": one_of("ft", "cot"), "data.tokenizer": FREE, "data.vocab_size": at_least(8),
+    "data.examples_per_task": at_least(0), "data.validation_fraction": Rule(low=0, high=1, high_open=True),
+    "data.mixture": at_least(0),  # each source's cap
+    "data.masked_thought_rate": Rule(low=0, high=1, high_open=True),
+    "train.steps": at_least(1), "train.batch_size": at_least(1), "train.seq_len": at_least(2),
+    "train.seed": at_least(0), "train.log_every": at_least(1), "train.eval_every": at_least(1),
+    "train.eval_batches": at_least(0),  # 0 = every validation row
+    "train.checkpoint_every": at_least(1), "train.keep_checkpoints": at_least(1),
+    "train.on_nonfinite": one_of("stop", "skip"),
+    "train.select_by": one_of("dev_perplexity", "dev_rouge_l"),  # alert_jax/train/selection.py SELECT_BY
+    "eval.suite": FREE, "eval.templates": one_of(*TEMPLATE_NAMES), "eval.max_new_tokens": at_least(1),
+    "eval.batch_size": at_least(1), "eval.max_examples_per_task": at_least(0), "eval.temperature": at_least(0),
+    "eval.top_p": Rule(low=0, high=1, low_open=True), "eval.seed": at_least(0), "eval.stop_strings": FREE,
+    "eval.dtype": one_of(*DTYPES), "eval.tokenizer": FREE, "eval.data_root": FREE, "eval.tfds_dir": FREE,
+    "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE, "eval.instance_seed": at_least(0),
+    "eval.prompting": one_of("zero_shot", "few_shot", "few_shot_explained"),  # evaluate.py PROMPTING_MODES
+    "eval.shots": at_least(1),
+    **{f"eval.mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
+}
+
+
+def check_value(key: str, value: Any) -> None:
+    """Apply `FIELD_RULES[key]` to a field's value (each item of a tuple field, each value of a mapping field),
+    naming the key when it fails."""
+    rule = FIELD_RULES.get(key)
+    if rule is None or value is None or isinstance(value, bool):  # None: an Optional field's "not set"
+        return
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+    for item in items:
+        problem = rule.violation(item)
+        if problem:
+            raise ConfigError(f"{key}={item!r}: {problem}")
+
+
+def validate(config: Any, prefix: str = "") -> Any:
+    """Check every field of a config dataclass (recursively) against `FIELD_RULES`; returns `config`.
+
+    `prefix` is the section the dataclass sits at (`"eval"` for a standalone EvalConfig).
+    """
+    for f in dataclasses.fields(config):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, key)
+        else:
+            check_value(key, value)
+    return config
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check (and gently convert, e.g. int → float, list → tuple) a value against a field type."""
     origin = typing.get_origin(annotation)
@@ -145,6 +270,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(k, key_type, f"{key}.{k}"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -169,7 +299,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(map(str, set(values) - names))
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]!s} (known: {', '.join(sorted(names))})")
@@ -177,6 +307,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key)
+        check_value(key, kwargs[name])
     base = cls()
     return dataclasses.replace(base, **kwargs)
 
@@ -196,7 +327,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key.strip()}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
     return key.strip(), value
 
 
@@ -210,6 +344,8 @@ def load_config(path: str | Path | None = None, overrides: Optional[list[str]] =
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         values = loaded or {}
@@ -231,6 +367,8 @@ def to_dict(config: Any) -> dict:
             out[f.name] = to_dict(v)
         elif isinstance(v, tuple):
             out[f.name] = list(v)
+        elif isinstance(v, dict):
+            out[f.name] = dict(v)
         else:
             out[f.name] = v
     return out

@@ -23,9 +23,8 @@ import yaml
 
 from alert_jax.config import ConfigError, ExperimentConfig, load_config, parse_override
 from alert_jax.data import synthetic
-from alert_jax.data.templates import render_prompt
+from alert_jax.data.templates import render_prompt, task_pairs
 from alert_jax.shipped import CONFIGS_DIR
-from alert_jax.train.corpus import task_pairs
 from alert_jax.workdir import RunDir
 
 DEMO_STUDY = CONFIGS_DIR / "studies" / "demo.yaml"
@@ -126,13 +125,11 @@ def world_corpus(examples: int) -> list[str]:
 
 
 def _overlap(workdir: Path, cfg: ExperimentConfig) -> None:
-    from alert_jax.analysis.overlap import vocabulary_overlap, write_overlap_json
-    from alert_jax.data.suites import SCORED_SPLITS, load_suite
+    from alert_jax.analysis.overlap import eval_task_texts, vocabulary_overlap, write_overlap_json
     from alert_jax.train.corpus import text_pairs
 
     train, _ = text_pairs(dataclasses.replace(cfg.data, variant="cot"))
-    tasks = {entry.task: [ex.input for ex in task.examples] + [r for ex in task.examples for r in ex.references]
-             for entry, task in load_suite(cfg.eval.suite).load_tasks() if entry.split in SCORED_SPLITS}
+    tasks = eval_task_texts(cfg.eval.suite)
     write_overlap_json(vocabulary_overlap([p + " " + t for p, t in train], tasks), workdir / "overlap.json")
 
 

@@ -12,8 +12,10 @@ A workdir holds two files:
   generations file after every run, so several models (keyed by label, variant and size) can share a
   workdir and the report sees them all.
 
-The generation settings (max new tokens, stop strings, sampling) are not part of an instance's key: a
-workdir is meant for one setting.
+The generation settings (max new tokens, stop strings, sampling, `eval.prompting`) are not part of an
+instance's key: a workdir is meant for one setting. Which instances are scored is: `eval.max_examples_per_task`
+(unset: the suite's `eval_instances_per_task`, 100 for `alert` as in NIV2's test split) picks them by a seeded
+hash (`alert_jax.data.selection`), so every run and template scores the same ones and a larger cap only adds.
 
 Scale-out: the model is laid over `eval.mesh` (default: every device, fsdp) and a multi-host job (the same
 environment as `alert-jax finetune`, `parallel.mesh.maybe_initialize_distributed`) evaluates as one: every
@@ -32,8 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from alert_jax.analysis.report import SCORES_FILE
+from alert_jax.atomic import write_text
 from alert_jax.config import EvalConfig
 from alert_jax.data.example import Example, Task
+from alert_jax.data.selection import demonstration_pool, evaluated_instances, shots_for
 from alert_jax.data.suites import SCORED_SPLITS, SuiteTask, load_suite
 from alert_jax.data.templates import TEMPLATES, extract_answer, render_prompt
 from alert_jax.metrics.aggregate import System
@@ -77,33 +81,49 @@ def _record_key(record: dict[str, Any]) -> tuple[str, ...]:
     return tuple(record[k] for k in _KEY_FIELDS)
 
 
-def plan(tasks: Sequence[tuple[SuiteTask, Task]], templates: Sequence[str], max_examples_per_task: int = 0
-         ) -> list[WorkItem]:
-    """Every (task, template, instance) to evaluate, task-major; `max_examples_per_task=0` keeps all instances.
+PROMPTING_MODES: tuple[str, ...] = ("zero_shot", "few_shot", "few_shot_explained")
+
+
+def instances_per_task(cfg: EvalConfig) -> int:
+    """`eval.max_examples_per_task`, or when unset the suite's own default (alert: NIV2's cap of 100); 0 = all."""
+    if cfg.max_examples_per_task is not None:
+        return cfg.max_examples_per_task
+    return load_suite(cfg.suite).eval_instances_per_task
+
+
+def plan(tasks: Sequence[tuple[SuiteTask, Task]], cfg: EvalConfig) -> list[WorkItem]:
+    """Every (task, template, instance) to evaluate, task-major: `instances_per_task(cfg)` instances per task,
+    chosen by `eval.instance_seed`, prompted in `eval.prompting` mode.
 
     Instance ids are the resume keys, so a task with a repeated id is an error rather than a silent skip.
     """
+    if cfg.prompting not in PROMPTING_MODES:
+        raise EvaluateError(f"eval.prompting={cfg.prompting!r}: expected one of {', '.join(PROMPTING_MODES)}")
+    shots = 0 if cfg.prompting == "zero_shot" else cfg.shots
+    cap = instances_per_task(cfg)
     items = []
     for entry, task in tasks:
-        examples = task.examples[:max_examples_per_task] if max_examples_per_task > 0 else task.examples
+        examples = evaluated_instances(entry.task, task.examples, cap, cfg.instance_seed)
         seen: set[str] = set()
         for example in examples:
             if example.id in seen:
                 raise EvaluateError(f"task {entry.task!r}: instance id {example.id!r} occurs twice")
             seen.add(example.id)
-        for template in templates:
-            items += [WorkItem(entry, template, ex, render_prompt(template, task, ex)) for ex in examples]
+        pool = demonstration_pool(task.examples, examples, shots)
+        prompt_shots = {ex.id: shots_for(entry.task, ex, pool, shots, cfg.instance_seed) for ex in examples}
+        for template in templates_of(cfg):
+            items += [WorkItem(entry, template, ex, render_prompt(template, task, ex, prompt_shots[ex.id],
+                                                                  explained=cfg.prompting == "few_shot_explained"))
+                      for ex in examples]
     return items
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a reader (or a crash) sees the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def templates_of(cfg: EvalConfig) -> tuple[str, ...]:
+    """`eval.templates`, checked: a non-empty selection of T1–T5."""
+    unknown = [t for t in cfg.templates if t not in TEMPLATES]
+    if unknown or not cfg.templates:
+        raise EvaluateError(f"eval.templates {list(cfg.templates)!r}: expected some of {', '.join(TEMPLATES)}")
+    return cfg.templates
 
 
 def _checked_record(line: str, where: str) -> dict[str, Any]:
@@ -129,7 +149,7 @@ def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]
         data = data[: data.rfind(b"\n") + 1]  # rfind = -1 when the only line is partial: keeps nothing
         if repair:
             logger.warning("%s: dropping a last line cut short by an interrupted run", path)
-            _write_atomically(path, data.decode("utf-8"))
+            write_text(path, data.decode("utf-8"))
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
     lines = data.decode("utf-8").split("\n")
     return [_checked_record(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
@@ -192,9 +212,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     `model` is anything `alert_jax.load_model` accepts; it is loaded only if work remains. Returns the path
     of `scores.jsonl`.
     """
-    unknown = [t for t in cfg.templates if t not in TEMPLATES]
-    if unknown or not cfg.templates:
-        raise EvaluateError(f"eval.templates {list(cfg.templates)!r}: expected some of {', '.join(TEMPLATES)}")
+    templates_of(cfg)
     workdir = Path(workdir)
     maybe_initialize_distributed()
     RunDir(workdir).claim()
@@ -206,7 +224,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     existing = read_generations(generations_path, repair=writer)
     _check_label_is_this_model(existing, system, source, generations_path)
     done = {_record_key(r) for r in existing}
-    items = plan(_scored_tasks(cfg), cfg.templates, cfg.max_examples_per_task)
+    items = plan(_scored_tasks(cfg), cfg)
     todo = [item for item in items if _record_key(item.identity(system)) not in done]
     logger.info("evaluate %s on %s: %d of %d instances to generate (%d already in %s)", system.label, cfg.suite,
                 len(todo), len(items), len(items) - len(todo), generations_path)
@@ -217,7 +235,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     if not writer:
         return scores_path
     rows = score_rows(read_generations(generations_path))
-    _write_atomically(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("wrote %d score rows to %s", len(rows), scores_path)
     return scores_path
 

@@ -8,6 +8,7 @@ import pytest
 
 from alert_jax.analysis.compare import overall, scaling_deltas, variant_deltas
 from alert_jax.analysis.overlap import OverlapError, task_overlap, vocabulary_overlap, write_overlap_json
+from alert_jax.analysis.gains import gain_points
 from alert_jax.analysis.plots import plot_overlap_vs_gain, plot_skill_bars, plot_template_spread
 from alert_jax.analysis.sensitivity import skill_sensitivity, task_sensitivity
 from alert_jax.analysis.tables import markdown_table
@@ -150,12 +151,12 @@ def _is_png(path: Path) -> bool:
 
 def test_plots_write_pngs(tmp_path: Path):
     tasks = per_task(COMPARE_ROWS)
-    gains = variant_deltas({(t.system, t.task): t.best for t in tasks})
+    points = gain_points(tasks, {"a": 0.3, "b": 0.8}, {})
     paths = [
         plot_skill_bars(per_skill(tasks), tmp_path / "bars.png"),
         plot_template_spread(tasks, tmp_path / "nested" / "spread.png"),
-        plot_overlap_vs_gain(gains, {"a": 0.3, "b": 0.8}, tmp_path / "scatter.png"),
-        plot_overlap_vs_gain(gains, {}, tmp_path / "empty_scatter.png"),   # no overlap known: axes only
+        plot_overlap_vs_gain(points, tmp_path / "scatter.png"),
+        plot_overlap_vs_gain([], tmp_path / "empty_scatter.png"),   # no overlap known: axes only
     ]
     assert paths == [tmp_path / "bars.png", tmp_path / "nested" / "spread.png", tmp_path / "scatter.png",
                      tmp_path / "empty_scatter.png"]

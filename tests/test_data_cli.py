@@ -177,3 +177,38 @@ def test_built_datasets_read_back_through_data_source_equal_the_readers(shared_d
             assert record["target"].decode() == example.answer
             total += 1
     assert len(records) == total
+
+
+def test_stats_show_the_mixture_caps_of_an_experiment(capsys, tmp_path):
+    """`data.mixture` cuts a finetuning source to its cap, `data.examples_per_task` the others; dev/eval tasks are
+    untouched, and the tokens follow the examples kept."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"data": {"suite": "synthetic", "variant": "cot", "examples_per_task": 50,
+                                               "mixture": {"synthetic_arithmetic": 7, "synthetic_rule_chain": 0}}}))
+    code, out, _ = run_cli(capsys, "stats", "--config", str(config))
+    assert code == 0
+    _, _, capped = parse_stats(out)
+    _, _, whole = parse_stats(run_cli(capsys, "stats", "--variant", "cot")[1])
+    assert capped["synthetic_arithmetic [finetune]"][0] == 7
+    assert capped["synthetic_rule_chain [finetune]"] == whole["synthetic_rule_chain [finetune]"]  # 0 = all (200)
+    assert capped["synthetic_room_tracking [finetune]"][0] == 50
+    assert capped["synthetic_arithmetic [in_domain]"] == whole["synthetic_arithmetic [in_domain]"]
+    assert capped["synthetic_arithmetic [finetune]"][1] < whole["synthetic_arithmetic [finetune]"][1]
+    _, _, overridden = parse_stats(run_cli(capsys, "stats", "--config", str(config),
+                                           "--set", "data.mixture.synthetic_arithmetic=3")[1])
+    assert overridden["synthetic_arithmetic [finetune]"][0] == 3
+
+
+def test_a_mixture_naming_an_unknown_source_is_an_error_naming_the_key(capsys):
+    code, _, err = run_cli(capsys, "stats", "--set", "data.mixture.esnli_typo=10")
+    assert code == 2 and "data.mixture.esnli_typo: not a finetuning task of suite 'synthetic'" in err
+
+
+def test_the_paper_configs_cap_esnli_so_it_cannot_swamp_gsm8k():
+    from alert_jax.config import load_config
+    from alert_jax.data.mixture import cap_for
+
+    for name in ("opt-1.3b-ft", "opt-1.3b-cot", "opt-13b-ft", "opt-13b-cot"):
+        data = load_config(SUITES_DIR.parent / "experiments" / f"{name}.yaml").data
+        assert 0 < cap_for("esnli", data.examples_per_task, data.mixture) <= 10000
+        assert cap_for("gsm8k", data.examples_per_task, data.mixture) == 0  # GSM8K whole (~7.5k)

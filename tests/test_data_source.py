@@ -74,7 +74,7 @@ def test_an_evaluation_reads_the_same_prompts_from_a_tfds_build_as_from_raw_file
     build_eval_suite(None, tmp_path / "tfds", "synthetic")
     raw = EvalConfig(suite="synthetic", max_examples_per_task=3)
     built = dataclasses.replace(raw, tfds_dir=str(tmp_path / "tfds"))
-    raw_items, built_items = (plan(_scored_tasks(cfg), cfg.templates, cfg.max_examples_per_task) for cfg in (raw, built))
+    raw_items, built_items = (plan(_scored_tasks(cfg), cfg) for cfg in (raw, built))
     assert len(raw_items) > 0
     assert [(i.entry.task, i.entry.skill, i.entry.split, i.template, i.example, i.prompt) for i in raw_items] == \
         [(i.entry.task, i.entry.skill, i.entry.split, i.template, i.example, i.prompt) for i in built_items]

@@ -14,6 +14,7 @@ import alert_jax.generation
 from alert_jax.analysis.report import load_scores
 from alert_jax.model.model import Model, init_params
 from alert_jax.data.example import Example, Task
+from alert_jax.data.selection import evaluated_instances
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import extract_answer, render_prompt
 from alert_jax.data.tokenizer import SentencePieceTokenizer
@@ -54,9 +55,9 @@ def model_dir(tmp_path_factory) -> Path:
     corpus = [f"{t.definition}\n{ex.input} {ex.references[0]}" for _, t in _synthetic_eval_tasks()
               for ex in t.examples]
     tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=400)
-    tokenizer.save(directory / "tokenizer")
     config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=tokenizer.vocab_size)
-    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)
+    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
+    tokenizer.save(directory / "tokenizer")
     return directory
 
 
@@ -90,7 +91,7 @@ def test_one_line_per_task_template_instance_with_its_prompt_and_scores(finished
     assert len(by_key) == len(lines)
     for entry, task in tasks:
         for template in TEMPLATES:
-            for example in task.examples[:N]:
+            for example in evaluated_instances(entry.task, task.examples, N):  # the seeded choice of N
                 record = by_key[(entry.task, template, example.id)]
                 assert set(record) == FIELDS
                 assert (record["model"], record["variant"], record["size"]) == ("tiny", "cot", "tiny")
@@ -119,8 +120,9 @@ def test_scores_are_instance_means_per_model_task_template(finished):
 
 def test_scores_count_the_answer_a_generation_states(model_dir, tmp_path, monkeypatch):
     """With the first instance of every task answered in CoT form and the others not, each row is 100/N."""
-    first = {render_prompt(t, task, task.examples[0]): task.examples[0].references[0]
-             for _, task in _synthetic_eval_tasks() for t in TEMPLATES}
+    first = {render_prompt(t, task, chosen[0]): chosen[0].references[0]
+             for entry, task in _synthetic_eval_tasks() for t in TEMPLATES
+             for chosen in [evaluated_instances(entry.task, task.examples, N)]}
 
     def answer_first(model, tokenizer, prompts, **kwargs):
         return [f" Some reasoning. The answer is {first[p]}." if p in first else " ???" for p in prompts]
@@ -129,7 +131,7 @@ def test_scores_count_the_answer_a_generation_states(model_dir, tmp_path, monkey
     rows = load_scores(_evaluate(str(model_dir), "synthetic", tmp_path, **RUN))
     assert len(rows) == 6 * len(TEMPLATES)
     for row in rows:
-        assert (row.exact_match, row.relaxed_match, row.rouge_l) == pytest.approx((100 / N,) * 3)
+        assert (row.exact_match, row.relaxed_match, row.contains_match, row.rouge_l) == pytest.approx((100 / N,) * 4)
 
 
 def test_resumes_after_a_kill_generating_only_what_is_missing(finished, model_dir, tmp_path, prompts_seen):
@@ -193,7 +195,7 @@ def test_repeated_instance_ids_are_an_error():
     twice = Example(input="x", references=("y",), id="same")
     task = Task(name="t", definition="d", demonstrations=(), examples=(twice, twice))
     with pytest.raises(EvaluateError, match="'t': instance id 'same' occurs twice"):
-        plan([(entry, task)], ("T1",))
+        plan([(entry, task)], EvalConfig(suite="synthetic", templates=("T1",)))
 
 
 def test_bad_templates_and_a_missing_tokenizer_are_errors(tmp_path):

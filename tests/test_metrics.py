@@ -119,7 +119,8 @@ def test_exact_and_relaxed_match(prediction, references, exact, relaxed):
 
 def test_score_reports_all_three_metrics():
     # [yes] vs [yes]: ROUGE-L 100; "Yes." ≠ "yes" exactly; equal when relaxed.
-    assert score("Yes.", ["yes"]) == {"rouge_l": 100.0, "exact_match": 0.0, "relaxed_match": 100.0}
+    assert score("Yes.", ["yes"]) == {"rouge_l": 100.0, "exact_match": 0.0, "relaxed_match": 100.0,
+                                     "contains_match": 100.0}
 
 
 @pytest.mark.parametrize("metric", [rouge_l, exact_match, relaxed_match, score])
@@ -285,3 +286,27 @@ def test_missing_key_is_named():
     del row["skill"]
     with pytest.raises(ScoreRowError, match="missing key 'skill'"):
         ScoreRow.from_dict(row)
+
+
+@pytest.mark.parametrize("prediction, references, expected", [
+    ("The answer is yes, because it rains.", ["Yes"], 100.0),   # "yes" occurs as a word after normalisation
+    ("It is not raining", ["no"], 0.0),                          # whole words: "no" is not inside "not"
+    ("New York City", ["new york", "boston"], 100.0),            # best over references
+    ("york new", ["New York"], 0.0),                             # word order matters
+    ("Paris.", ["paris"], 100.0),                                # contains ⊇ relaxed match
+    ("", ["?"], 100.0),                                          # empty reference matches only an empty prediction
+    ("maybe", ["?"], 0.0),
+])
+def test_contains_match_hand_computed(prediction, references, expected):
+    from alert_jax.metrics import contains_match
+
+    assert contains_match(prediction, references) == expected
+
+
+def test_contains_match_is_scored_and_never_below_relaxed_match():
+    from alert_jax.metrics import contains_match
+
+    result = score("Yes, it is.", ["yes"])
+    assert result["relaxed_match"] == 0.0 and result["contains_match"] == 100.0
+    for prediction, reference in [("a b", "a b"), ("x", "y"), ("The answer is 4", "4")]:
+        assert contains_match(prediction, [reference]) >= relaxed_match(prediction, [reference])

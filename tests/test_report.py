@@ -242,3 +242,15 @@ def test_a_bad_overlap_value_names_file_and_key(tmp_path: Path):
     run = _write_run(tmp_path / "run", RUN_A[:1], overlap={"task697": 1.5})
     with pytest.raises(ReportInputError, match=r"overlap.json: key 'task697': overlap must be a number in \[0, 1\]"):
         write_report([run], tmp_path / "out")
+
+
+def test_contains_match_gets_its_table_and_older_rows_without_it_still_load(tmp_path):
+    """Rows with the lenient metric get a 'Contains match' table; rows written before it existed load without."""
+    with_contains = [{**row, "contains_match": 100.0 if row["template"] == "T1" else 50.0} for row in RUN_B]
+    report = write_report([_write_run(tmp_path / "a", RUN_A), _write_run(tmp_path / "b", with_contains)],
+                          tmp_path / "out").read_text()
+    table = _table(report, "### Per skill (Contains match) — max over templates")
+    assert table["logical"]["opt-1.3b/ft"] == "100.00" and table["spatial"]["opt-1.3b/ft"] == "100.00"
+    assert table["logical"]["opt-1.3b/cot"] == "–"  # RUN_A's rows carry no contains_match
+    old_only = write_report([_write_run(tmp_path / "c", RUN_A)], tmp_path / "out2").read_text()
+    assert "Contains match" not in old_only

@@ -14,6 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from alert_jax.config import DataConfig, ExperimentConfig
+from alert_jax.data.mixture import capped
+from alert_jax.data.suites import SCORED_SPLITS, load_suite
+from alert_jax.data.templates import task_pairs
 from alert_jax.metrics.tokens import tokenize
 
 
@@ -69,3 +73,26 @@ def write_overlap_json(overlaps: Mapping[str, Overlap], path: Path) -> Path:
     """Write task → type-overlap fraction, the `overlap.json` a run dir may hold for the report."""
     path.write_text(json.dumps({task: o.type_overlap for task, o in sorted(overlaps.items())}, indent=2) + "\n")
     return path
+
+
+def finetune_texts(data: DataConfig) -> list[str]:
+    """The text a run with this `data` section finetunes on (prompt and target of every example its mixture
+    keeps), read from the suite's raw files; the validation hold-out of a run without dev tasks is ignored."""
+    suite = load_suite(data.suite)
+    sourced = ((entry.task, pair) for entry, task in suite.load_tasks(data.data_root or None)
+               if entry.split == "finetune" for pair in task_pairs([task], data.variant))
+    return [f"{prompt} {target}" for prompt, target in capped(sourced, data.examples_per_task, data.mixture)]
+
+
+def eval_task_texts(suite: str, data_root: str = "") -> dict[str, list[str]]:
+    """Per scored task of `suite`, its instances' inputs and references (the words a model is asked and graded
+    on; the template wording is left out, being the same for every task). Tasks without data are skipped."""
+    return {entry.task: [ex.input for ex in task.examples] + [r for ex in task.examples for r in ex.references]
+            for entry, task in load_suite(suite).load_tasks(data_root or None, skip_missing=True)
+            if entry.split in SCORED_SPLITS}
+
+
+def experiment_overlap(cfg: ExperimentConfig) -> dict[str, float]:
+    """Task → type overlap between an experiment's finetuning text and its evaluation suite's tasks."""
+    tasks = eval_task_texts(cfg.eval.suite, cfg.eval.data_root or cfg.data.data_root)
+    return {task: o.type_overlap for task, o in vocabulary_overlap(finetune_texts(cfg.data), tasks).items()}

@@ -7,12 +7,12 @@ notebook or GUI session.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from alert_jax.analysis.compare import Delta
+from alert_jax.analysis.gains import GainPoint
 from alert_jax.metrics.aggregate import GroupScore, System, TaskScore
 
 
@@ -56,17 +56,16 @@ def plot_skill_bars(skill_scores: Sequence[GroupScore], path: Path, metric_label
     return _save(figure, path)
 
 
-def plot_overlap_vs_gain(task_deltas: Iterable[Delta], overlap: Mapping[str, float], path: Path) -> Path:
+def plot_overlap_vs_gain(points: Iterable[GainPoint], path: Path) -> Path:
     """Scatter of per-task gain (y) against the task's vocabulary overlap with finetuning (x).
 
-    One series per model, size and delta; tasks without an overlap value are left out.
+    One series per model, size and delta (`GainPoint.heading`).
     """
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for delta in task_deltas:
-        if delta.group in overlap:
-            xs, ys = series.setdefault(delta.heading, ([], []))
-            xs.append(overlap[delta.group])
-            ys.append(delta.value)
+    for point in points:
+        xs, ys = series.setdefault(point.heading, ([], []))
+        xs.append(point.overlap)
+        ys.append(point.gain)
     figure = _new_figure(6.0, 4.0)
     axes = figure.add_subplot()
     for label, (xs, ys) in series.items():

@@ -2,19 +2,25 @@
 
 Each run dir holds a `scores.jsonl` (one row per model × task × template, possibly of several
 models and variants) and optionally an `overlap.json` (task → vocabulary-overlap fraction, see
-`analysis.overlap`). ROUGE-L is the headline metric as in the paper; exact and relaxed match get
-their own per-skill tables and all metrics go to the CSVs.
+`analysis.overlap`). ROUGE-L is the headline metric as in the paper; exact, relaxed and contains match
+get their own per-skill tables and all metrics go to the CSVs.
 """
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
 import json
+import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-from alert_jax.analysis.compare import GAIN_PAIRS, ALL_TASKS, overall, scaling_deltas, variant_deltas
+from alert_jax.analysis.compare import ALL_TASKS, overall, scaling_deltas, variant_deltas
+from alert_jax.analysis.gains import GainPoint, gain_correlations, gain_points
+from alert_jax.analysis.memorisation import template_gaps
+from alert_jax.analysis.overlap import experiment_overlap
+from alert_jax.config import load_config
+from alert_jax.data.templates import FINETUNE_TEMPLATE
 from alert_jax.analysis.sensitivity import skill_sensitivity, task_sensitivity
-from alert_jax.analysis.tables import grid_table, write_csv
+from alert_jax.analysis.tables import fmt, grid_table, markdown_table, write_csv
 from alert_jax.metrics.aggregate import (
     SPLIT_ORDER, VARIANT_ORDER, GroupScore, ScoreRow, ScoreRowError, System, TaskScore,
     order_key, per_skill, per_split, per_task,
@@ -22,9 +28,13 @@ from alert_jax.metrics.aggregate import (
 from alert_jax.metrics.scores import METRICS
 
 HEADLINE = "rouge_l"
-METRIC_LABELS = {"rouge_l": "ROUGE-L", "exact_match": "Exact match", "relaxed_match": "Relaxed match"}
+METRIC_LABELS = {"rouge_l": "ROUGE-L", "exact_match": "Exact match", "relaxed_match": "Relaxed match",
+                 "contains_match": "Contains match"}
 SCORES_FILE = "scores.jsonl"
 OVERLAP_FILE = "overlap.json"
+TRAINING_CONFIG = "config.yaml"  # what a training workdir keeps of its run (alert_jax.workdir.RunDir.config)
+
+logger = logging.getLogger(__name__)
 
 
 class ReportInputError(AlertJaxError):
@@ -168,31 +178,98 @@ def _write_csvs(by_metric: Mapping[str, list[TaskScore]], out_dir: Path) -> None
                "template_spread", "n_tasks"], skill_rows)
 
 
-def _figures(tasks: Sequence[TaskScore], skills: Sequence[GroupScore], overlap: Mapping[str, float],
+def _figures(tasks: Sequence[TaskScore], skills: Sequence[GroupScore], points: Sequence[GainPoint],
              out_dir: Path) -> list[Path]:
     # Imported here so that `register` (called by the CLI for every command) does not load matplotlib.
     from alert_jax.analysis import plots
 
     paths = [plots.plot_skill_bars(skills, out_dir / "skill_bars.png"),
              plots.plot_template_spread(tasks, out_dir / "template_spread.png")]
-    gains = [d for d in variant_deltas({(t.system, t.task): t.best for t in tasks}, GAIN_PAIRS)
-             if d.group in overlap]
-    if gains:
-        paths.append(plots.plot_overlap_vs_gain(gains, overlap, out_dir / "overlap_vs_gain.png"))
+    if points:
+        paths.append(plots.plot_overlap_vs_gain(points, out_dir / "overlap_vs_gain.png"))
     return paths
 
 
-def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, float] | None = None) -> Path:
-    """Write `report.md`, `per_task.csv`, `per_skill.csv` and the PNGs to `out_dir`; return the report path.
+def training_config_of(run_dir: Path) -> Optional[Path]:
+    """The training config behind an evaluated run: RUN/config.yaml, or that of the training workdir whose
+    `eval/` the run dir is; None when neither exists."""
+    for candidate in (run_dir / TRAINING_CONFIG, run_dir.parent / TRAINING_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
 
-    `overlap` (task → fraction) takes precedence over the runs' `overlap.json` files; without any,
-    the overlap-vs-gain figure is left out.
+
+def variant_overlaps(configs: Sequence[Path], discovered: Sequence[Path] = ()) -> dict[str, dict[str, float]]:
+    """Variant → task → overlap between that variant's finetuning text and each evaluation task.
+
+    `configs` are experiment YAMLs or training workdirs given explicitly (an unreadable one is an error);
+    `discovered` are the run dirs' own training configs, skipped with a warning when their data cannot be read
+    here (a run trained elsewhere). Two configs of one variant (seeds) must train on the same text.
+    """
+    overlaps: dict[str, dict[str, float]] = {}
+    origin: dict[str, Path] = {}
+    for path, explicit in [*((Path(p), True) for p in configs), *((Path(p), False) for p in discovered)]:
+        path = path / TRAINING_CONFIG if path.is_dir() else path
+        try:
+            cfg = load_config(path)
+            overlap = experiment_overlap(cfg)
+        except AlertJaxError as error:
+            if explicit:
+                raise ReportInputError(f"--finetune-config {path}: {error}") from error
+            logger.warning("%s: no vocabulary overlap from this run's config: %s", path, error)
+            continue
+        variant = cfg.data.variant
+        if overlaps.setdefault(variant, overlap) != overlap:
+            raise ReportInputError(f"{path}: variant {variant!r} finetunes on other text than {origin[variant]}; "
+                                   "report the two separately")
+        origin.setdefault(variant, path)
+    return overlaps
+
+
+def _gain_section(points: Sequence[GainPoint], variant_overlap: Mapping[str, Mapping[str, float]]) -> str:
+    if not points:
+        return ("No vocabulary overlap for the evaluated tasks (no `overlap.json`, no training config), "
+                "so no overlap-vs-gain figure.\n")
+    correlations = gain_correlations(points)
+    table = markdown_table(["gain", "tasks", "Pearson r", "Spearman r"],
+                           [[c.heading, c.n_tasks, fmt(c.pearson), fmt(c.spearman)] for c in correlations])
+    parts = [table]
+    if variant_overlap:
+        tasks = sorted({task for overlap in variant_overlap.values() for task in overlap})
+        variants = sorted(variant_overlap, key=lambda v: order_key(v, VARIANT_ORDER))
+        values = {(v, task): 100 * value for v in variants for task, value in variant_overlap[v].items()}
+        parts.append("Vocabulary overlap (% of each task's word types seen in the variant's finetuning text):\n\n"
+                     + grid_table("task", tasks, [(v, v) for v in variants], values))
+    return "\n".join(parts)
+
+
+def _memorisation_section(tasks: Sequence[TaskScore]) -> str:
+    gaps = template_gaps(tasks)
+    if not gaps:
+        return f"No system was evaluated under {FINETUNE_TEMPLATE} and another template.\n"
+    rows = [[g.system.label, fmt(g.seen), fmt(g.unseen), fmt(g.gap), g.n_tasks] for g in gaps]
+    return markdown_table(["system", f"{FINETUNE_TEMPLATE} (finetuning template)", "other templates (mean)",
+                           "difference", "tasks"], rows)
+
+
+def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, float] | None = None,
+                 finetune_configs: Sequence[Path] = ()) -> Path:
+    """Write `report.md`, `per_task.csv`, `per_skill.csv`, `overlap_gain.csv` and the PNGs to `out_dir`; return
+    the report path.
+
+    A task's overlap for a finetuned variant comes from that variant's finetuning text — given by
+    `finetune_configs` (experiment YAMLs or training workdirs) or found as a run dir's training config
+    (`training_config_of`) — else from `overlap` (task → fraction), else from the runs' `overlap.json` files;
+    without any, the overlap-vs-gain figure and correlations are left out.
     """
     out_dir = Path(out_dir)
     rows, run_overlap = _read_runs(run_dirs)
     overlap = {**run_overlap, **(overlap or {})}
+    discovered = list(dict.fromkeys(p for p in map(training_config_of, map(Path, run_dirs)) if p is not None))
+    variant_overlap = variant_overlaps(finetune_configs, discovered)
     try:
         by_metric = {metric: per_task(rows, metric) for metric in METRICS}
+        by_metric = {metric: tasks for metric, tasks in by_metric.items() if tasks}  # old rows lack later metrics
     except ScoreRowError as error:
         raise ReportInputError(f"{', '.join(str(Path(d) / SCORES_FILE) for d in run_dirs)}: {error}") from error
     tasks = by_metric[HEADLINE]
@@ -200,11 +277,14 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
     skills = per_skill(tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csvs(by_metric, out_dir)
-    figures = _figures(tasks, skills, overlap, out_dir)
+    points = gain_points(tasks, overlap, variant_overlap)
+    write_csv(out_dir / "overlap_gain.csv", ["gain", "task", "overlap", "gain_rouge_l"],
+              [[p.heading, p.task, p.overlap, p.gain] for p in points])
+    figures = _figures(tasks, skills, points, out_dir)
 
     headline = METRIC_LABELS[HEADLINE]
     summary = {(s.system, f"{METRIC_LABELS[m]} {name}"): getattr(s, field)
-               for m in METRICS for s in overall(by_metric[m]) for field, name in (("best", "max"), ("mean", "mean"))}
+               for m in by_metric for s in overall(by_metric[m]) for field, name in (("best", "max"), ("mean", "mean"))}
     parts = [
         "# ALERT-style evaluation report\n",
         "Runs: " + ", ".join(f"`{d}`" for d in run_dirs) + f" ({len(rows)} score rows, {len(systems)} systems).\n",
@@ -227,13 +307,14 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
         _sensitivity_tables(tasks, systems),
         *(f"## Per skill ({METRIC_LABELS[m]})\n\n"
           + _group_tables(f"Per skill ({METRIC_LABELS[m]})", per_skill(by_metric[m]), systems, "skill", ())
-          for m in METRICS if m != HEADLINE),
+          for m in by_metric if m != HEADLINE),
+        f"## Template memorisation ({headline}, finetuning template vs the others)\n",
+        _memorisation_section(tasks),
+        f"## Vocabulary overlap vs finetuning gain ({headline}, best template)\n",
+        _gain_section(points, variant_overlap),
         "## Figures\n",
         "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
     ]
-    if not any(p.name == "overlap_vs_gain.png" for p in figures):
-        parts.append("No vocabulary overlap for the evaluated tasks (no `overlap.json`), "
-                     "so no overlap-vs-gain figure.\n")
     report = out_dir / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
     return report

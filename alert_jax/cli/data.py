@@ -6,10 +6,13 @@ CLI reports as one line with exit status 2 (readers already name `path:line:`); 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
+from alert_jax.config import DataConfig, load_config
 from alert_jax.data import suites
+from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.example import Task
 from alert_jax.data.stats import corpus_stats, scan_data_root, token_counter
 
@@ -30,10 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=_run_build)
 
     stats = commands.add_parser("stats", help="examples and tokens per source")
+    stats.add_argument("--config", type=Path, help="experiment YAML: count its finetuning mix as trained on "
+                                                   "(data.suite, data.variant, data.examples_per_task, data.mixture)")
+    stats.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set data.mixture.esnli=10000 (implies the mix view)")
     stats.add_argument("--suite", help="suite name or YAML path (default: synthetic without --data-root)")
     stats.add_argument("--data-root", type=Path, help="data root; alone, every recognised file under it")
     stats.add_argument("--tokenizer", type=Path, help="count tokenizer ids instead of whitespace words")
-    stats.add_argument("--variant", choices=("ft", "cot"), default="ft", help="target format counted")
+    stats.add_argument("--variant", choices=("ft", "cot"), help="target format counted (default: ft, or the "
+                                                                "config's data.variant)")
     stats.add_argument("--skip-missing", action="store_true")
     stats.set_defaults(func=_run_stats)
 
@@ -55,19 +63,32 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sources(args: argparse.Namespace) -> Iterator[tuple[str, Task]]:
-    """(label, task) pairs; suite entries are labelled `task [split]`, as a task may sit in two splits."""
-    if args.data_root is not None and args.suite is None:
+def _sources(args: argparse.Namespace, data: Optional[DataConfig]) -> Iterator[tuple[str, Task]]:
+    """(label, task) pairs; suite entries are labelled `task [split]`, as a task may sit in two splits.
+
+    With an experiment's `data` section, its finetuning suite's `finetune` tasks are cut to the mixture's caps.
+    """
+    if data is None and args.data_root is not None and args.suite is None:
         yield from ((task.name, task) for task in scan_data_root(args.data_root))
         return
-    suite = suites.load_suite(args.suite or "synthetic")
+    name = args.suite or (data.suite if data else "synthetic")
+    suite = suites.load_suite(name)
+    if data is not None:
+        check_mixture(data.mixture, [entry.task for entry in suite.finetune_tasks], name)
     for entry, task in suite.load_tasks(args.data_root, skip_missing=args.skip_missing):
+        if data is not None and entry.split == "finetune":
+            kept = capped(((entry.task, ex) for ex in task.examples), data.examples_per_task, data.mixture)
+            task = dataclasses.replace(task, examples=tuple(kept))
         yield f"{entry.task} [{entry.split}]", task
 
 
 def _run_stats(args: argparse.Namespace) -> int:
+    data = load_config(args.config, args.set).data if args.config or args.set else None
+    if data is not None and args.data_root is None and data.data_root:
+        args.data_root = Path(data.data_root)
+    variant = args.variant or (data.variant if data else "ft")
     count, unit = token_counter(args.tokenizer)
-    per_source = corpus_stats(_sources(args), args.variant, count)
+    per_source = corpus_stats(_sources(args, data), variant, count)
     print(f"examples: {sum(s.examples for s in per_source.values())}")
     print(f"tokens: {sum(s.tokens for s in per_source.values())} ({unit})")
     print("per source:")

@@ -13,7 +13,7 @@ SHORTHANDS = {
     "suite": "suite", "templates": "templates", "tokenizer": "tokenizer", "data_root": "data_root",
     "max_new_tokens": "max_new_tokens", "batch_size": "batch_size", "max_examples": "max_examples_per_task",
     "temperature": "temperature", "top_p": "top_p", "dtype": "dtype", "label": "label", "variant": "variant",
-    "size": "size", "skip_missing": "skip_missing",
+    "size": "size", "skip_missing": "skip_missing", "prompting": "prompting", "shots": "shots",
 }
 
 
@@ -82,7 +82,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--data-root", metavar="DIR", help="root that the suite's file paths are relative to")
     parser.add_argument("--max-new-tokens", type=int, metavar="N")
     parser.add_argument("--batch-size", type=int, metavar="N")
-    parser.add_argument("--max-examples", type=int, metavar="N", help="instances per task (0 = all)")
+    parser.add_argument("--max-examples", type=int, metavar="N",
+                        help="instances per task, a seeded choice (0 = all; default: the suite's, alert: 100)")
+    parser.add_argument("--prompting", choices=("zero_shot", "few_shot", "few_shot_explained"),
+                        help="OPT-R's prompting modes (default: zero_shot)")
+    parser.add_argument("--shots", type=int, metavar="N", help="demonstrations per prompt when few-shot (default: 2)")
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--dtype", help="compute dtype: float32, bfloat16 or float16")

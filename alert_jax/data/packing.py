@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_weights")
 Overflow = Literal["truncate", "drop"]
-TokenizedExample = tuple[Sequence[int], Sequence[int]]
+TokenizedExample = tuple[Sequence[int], ...]
+"""(prompt ids, target ids), or (prompt ids, target ids, target ids as the inputs show them): the third, as
+long as the target, replaces the target in `inputs` only — `targets` keep the real ids (Masked Thought)."""
 
 
 def tokenize_example(tokenizer: Tokenizer, prompt: str, target: str) -> TokenizedExample:
@@ -86,16 +88,19 @@ class Packed:
 class _Fitted:
     tokens: np.ndarray  # int32, prompt then target
     prompt_len: int
+    inputs: np.ndarray  # what the model is shown: `tokens`, or with the target's shown ids
 
 
-def _fit(prompt: Sequence[int], target: Sequence[int], seq_len: int) -> _Fitted:
+def _fit(prompt: Sequence[int], target: Sequence[int], seq_len: int, shown: Sequence[int] | None = None) -> _Fitted:
     """The example cut to `seq_len` as described in the module doc (unchanged when it fits)."""
     prompt_budget = max(1, seq_len - len(target))
     if len(prompt) > prompt_budget:
         prompt = [prompt[0], *prompt[len(prompt) - prompt_budget + 1:]]
-    target = target[: seq_len - len(prompt)]
-    tokens = np.concatenate([np.asarray(prompt, np.int32), np.asarray(target, np.int32)])
-    return _Fitted(tokens, len(prompt))
+    keep = seq_len - len(prompt)
+    tokens = np.concatenate([np.asarray(prompt, np.int32), np.asarray(target[:keep], np.int32)])
+    inputs = tokens if shown is None else np.concatenate(
+        [np.asarray(prompt, np.int32), np.asarray(shown[:keep], np.int32)])
+    return _Fitted(tokens, len(prompt), inputs)
 
 
 def _prepare(
@@ -107,7 +112,9 @@ def _prepare(
     if overflow not in ("truncate", "drop"):
         raise PackingError(f"overflow must be 'truncate' or 'drop', got {overflow!r}")
     kept, truncated, dropped = [], 0, 0
-    for index, (prompt, target) in enumerate(examples):
+    for index, (prompt, target, *shown) in enumerate(examples):
+        if shown and len(shown[0]) != len(target):
+            raise PackingError(f"example {index}: the shown target has {len(shown[0])} ids, the target {len(target)}")
         if not len(prompt):
             raise PackingError(f"example {index}: empty prompt (prompts must start with BOS)")
         if not len(target):
@@ -116,7 +123,7 @@ def _prepare(
         if too_long and overflow == "drop":
             dropped += 1
             continue
-        kept.append(_fit(prompt, target, seq_len))
+        kept.append(_fit(prompt, target, seq_len, shown[0] if shown else None))
         truncated += too_long
     if truncated or dropped:
         log.warning(
@@ -155,7 +162,7 @@ def _write_rows(fitted: Sequence[_Fitted], assignment: Sequence[Sequence[int]], 
             example = fitted[index]
             n = len(example.tokens)
             span = slice(offset, offset + n)
-            arrays["inputs"][row, span] = example.tokens
+            arrays["inputs"][row, span] = example.inputs
             arrays["targets"][row, offset:offset + n - 1] = example.tokens[1:]
             arrays["segment_ids"][row, span] = segment
             arrays["positions"][row, span] = np.arange(n)

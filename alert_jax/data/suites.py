@@ -7,6 +7,8 @@ A suite is a YAML file under `configs/suites/` (or any path):
     synthetic_examples: 40      # optional: instances per generated eval/dev task
     synthetic_finetune_examples: 200   # optional: instances per generated finetune task
     synthetic_seed: 0           # optional
+    eval_instances_per_task: 100   # optional: instances scored per task when eval.max_examples_per_task
+                                   # is unset (0 or absent = all)
     tasks:
       - task: task151_tomqa_find_location_easy_clean
         skill: spatial          # one of SKILLS
@@ -43,7 +45,8 @@ SCORED_SPLITS: tuple[str, ...] = ("in_domain", "held_out")
 SYNTHETIC_SOURCE = "synthetic"
 SUITES_DIR = CONFIGS_DIR / "suites"
 
-_SUITE_KEYS = {"name", "description", "tasks", "synthetic_examples", "synthetic_finetune_examples", "synthetic_seed"}
+_SETTING_KEYS = {"synthetic_examples", "synthetic_finetune_examples", "synthetic_seed", "eval_instances_per_task"}
+_SUITE_KEYS = {"name", "description", "tasks", *_SETTING_KEYS}
 _TASK_KEYS = {"task", "skill", "split", "source", "path", "provenance"}
 
 
@@ -71,6 +74,7 @@ class Suite:
     synthetic_examples: int = 40
     synthetic_finetune_examples: int = 200
     synthetic_seed: int = 0
+    eval_instances_per_task: int = 0  # 0 = all; alert.yaml says 100 (NIV2's test split cap)
     origin: str = ""
 
     def _with_split(self, *splits: str) -> tuple[SuiteTask, ...]:
@@ -147,14 +151,14 @@ def _key(where: str, key: str) -> str:
 def _check_keys(mapping: Any, allowed: set[str], required: set[str], where: str) -> None:
     if not isinstance(mapping, dict):
         raise SuiteError(f"{where}: expected a mapping, got {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted(map(str, set(mapping) - allowed))
     if unknown:
         raise SuiteError(f"{_key(where, unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
     missing = sorted(required - set(mapping))
     if missing:
         raise SuiteError(f"{where}: missing key {missing[0]!r}")
     for key, value in mapping.items():
-        expected = int if key.startswith("synthetic_") else (list if key == "tasks" else str)
+        expected = int if key in _SETTING_KEYS else (list if key == "tasks" else str)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise SuiteError(f"{_key(where, key)}: expected {expected.__name__}, got {type(value).__name__}")
 
@@ -185,6 +189,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise SuiteError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError as err:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {err.start})") from None
     _check_keys(raw, _SUITE_KEYS, {"name", "tasks"}, str(path))
     tasks = tuple(_suite_task(t, f"{path}: tasks[{i}]") for i, t in enumerate(raw["tasks"]))
     seen: set[tuple[str, str]] = set()
@@ -192,7 +198,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         if (entry.task, entry.split) in seen:
             raise SuiteError(f"{_key(f'{path}: tasks[{i}]', 'task')}: {entry.task!r} is listed twice in {entry.split}")
         seen.add((entry.task, entry.split))
-    settings = {k: raw[k] for k in _SUITE_KEYS if k.startswith("synthetic_") and k in raw}
+    settings = {k: raw[k] for k in _SETTING_KEYS if k in raw}
     return Suite(
         name=raw["name"], description=raw.get("description", ""), tasks=tasks, origin=str(path), **settings
     )

@@ -23,11 +23,17 @@ colon; targets carry no leading space and are joined to their prompt with
 Targets: FT is the answer alone; CoT is `<rationale> The answer is <answer>.`. The answer is
 `example.answer`, falling back to `references[0]`. `extract_answer` inverts the CoT form, so a
 generation is scored on the answer it states. Finetuning prompts use T5 (`FINETUNE_TEMPLATE`).
+
+Prompting modes (OPT-R's zero-shot / few-shot / few-shot with explanations, `eval.prompting`): few-shot
+prompts insert solved instances of the same task right before the evaluated one, in the template's own
+instance format ("Input: …\nOutput: y" or, for T5, "Question: …\nAnswer: y"); with explanations `y` is the
+CoT target `<rationale> The answer is <answer>.` (the bare answer statement when the shot has no rationale).
+Zero-shot adds nothing: a template's own NIV2 demonstrations (T2–T4) are part of the template.
 """
 from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
-from typing import Literal
+from typing import Literal, Sequence
 
 from alert_jax.data.example import Demonstration, Example, Task
 
@@ -49,17 +55,24 @@ def _demonstration_block(demo: Demonstration, with_explanation: bool) -> str:
     return block
 
 
-def render_prompt(template: str, task: Task, example: Example) -> str:
-    """The prompt for `example` under `template` (one of `TEMPLATES`)."""
-    if template == "T5":
-        return f"Question: {example.input}\nAnswer:"
+def _instance_block(template: str, example: Example) -> str:
+    """The evaluated (or shown) instance in the template's format, ending right after the colon."""
+    return f"Question: {example.input}\nAnswer:" if template == "T5" else f"Input: {example.input}\nOutput:"
+
+
+def render_prompt(template: str, task: Task, example: Example, shots: Sequence[Example] = (),
+                  explained: bool = False) -> str:
+    """The prompt for `example` under `template` (one of `TEMPLATES`), after the solved `shots` (few-shot
+    prompting; their outputs are CoT targets when `explained`)."""
     if template not in TEMPLATES:
         raise TemplateError(f"unknown template {template!r}; expected one of {', '.join(TEMPLATES)}")
-    blocks = [] if template == "T3" else [f"Definition: {task.definition}"]
-    if template != "T1":
+    blocks = [] if template in ("T3", "T5") else [f"Definition: {task.definition}"]
+    if template in ("T2", "T3", "T4"):
         demos = task.demonstrations[:NUM_DEMONSTRATIONS]
         blocks += [_demonstration_block(d, with_explanation=template == "T4") for d in demos]
-    blocks.append(f"Input: {example.input}\nOutput:")
+    blocks += [f"{_instance_block(template, shot)}{PROMPT_TARGET_SEPARATOR}"
+               f"{format_target(shot, 'cot') if explained else answer_of(shot)}" for shot in shots]
+    blocks.append(_instance_block(template, example))
     return "\n\n".join(blocks)
 
 
@@ -99,3 +112,9 @@ def extract_answer(generation: str) -> str:
         if text.endswith("."):
             text = text[:-1]
     return text
+
+
+def task_pairs(tasks: Sequence[Task], variant: str) -> list[tuple[str, str]]:
+    """(prompt, target) for every instance, prompts in the finetuning template: the text a run trains on."""
+    return [(render_prompt(FINETUNE_TEMPLATE, task, ex), format_target(ex, variant))
+            for task in tasks for ex in task.examples]

@@ -1,6 +1,6 @@
 """Pure-Python evaluation metrics and their aggregation (never imports jax).
 
-`rouge_l`, `exact_match`, `relaxed_match` and `score` follow NIV2's conventions (docs/contracts.md, "Metrics");
+`rouge_l`, `exact_match`, `relaxed_match`, `contains_match` and `score` follow NIV2's conventions (docs/contracts.md, "Metrics");
 `per_task`, `per_skill` and `per_split` turn `scores.jsonl` rows into ALERT's tables.
 """
 from alert_jax.metrics.aggregate import (
@@ -18,6 +18,7 @@ from alert_jax.metrics.aggregate import (
 from alert_jax.metrics.scores import (
     METRICS,
     MetricInputError,
+    contains_match,
     exact_match,
     normalize_relaxed,
     relaxed_match,
@@ -28,6 +29,6 @@ from alert_jax.metrics.tokens import tokenize
 
 __all__ = [
     "METRICS", "GroupScore", "MetricInputError", "ScoreRow", "ScoreRowError", "System", "TaskScore",
-    "exact_match", "group_scores", "normalize_relaxed", "per_skill", "per_split", "per_task",
+    "contains_match", "exact_match", "group_scores", "normalize_relaxed", "per_skill", "per_split", "per_task",
     "relaxed_match", "rouge_l", "score", "size_value", "tokenize",
 ]

@@ -13,7 +13,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from alert_jax.metrics.scores import METRICS
 
@@ -22,6 +22,8 @@ SPLIT_ORDER: tuple[str, ...] = ("in_domain", "held_out", "dev")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 _TEXT_FIELDS = ("model", "variant", "size", "task", "skill", "split", "template")
+LATER_METRICS: tuple[str, ...] = ("contains_match",)
+"""Metrics added after score files were first written: a row without one still loads (that metric is absent)."""
 
 
 class ScoreRowError(AlertJaxError):
@@ -83,6 +85,7 @@ class ScoreRow:
     exact_match: float
     relaxed_match: float
     n: int
+    contains_match: Optional[float] = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ScoreRow":
@@ -90,12 +93,12 @@ class ScoreRow:
         if not isinstance(d, Mapping):
             raise ScoreRowError(f"a score row must be a JSON object, got {type(d).__name__}")
         for key in (*_TEXT_FIELDS, *METRICS, "n"):
-            if key not in d:
+            if key not in d and key not in LATER_METRICS:
                 raise ScoreRowError(f"missing key {key!r}")
         for key in _TEXT_FIELDS:
             if not isinstance(d[key], str):
                 raise ScoreRowError(f"key {key!r} must be a string, got {d[key]!r}")
-        for key in METRICS:
+        for key in (m for m in METRICS if m in d):
             value = d[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
                 raise ScoreRowError(f"key {key!r} must be a number in [0, 100], got {value!r}")
@@ -106,9 +109,11 @@ class ScoreRow:
             task=d["task"], skill=d["skill"], split=d["split"], template=d["template"],
             rouge_l=float(d["rouge_l"]), exact_match=float(d["exact_match"]),
             relaxed_match=float(d["relaxed_match"]), n=d["n"],
+            contains_match=float(d["contains_match"]) if "contains_match" in d else None,
         )
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str) -> Optional[float]:
+        """The row's value of metric `name`; None for a `LATER_METRICS` metric the row was written without."""
         return getattr(self, _checked_metric(name))
 
 
@@ -179,10 +184,13 @@ def per_task(rows: Iterable[RowLike], metric: str = "rouge_l") -> list[TaskScore
             raise ScoreRowError(
                 f"task {row.task!r} has skill/split {known} in one row and {(row.skill, row.split)} in another"
             )
+        value = row.metric(metric)
+        if value is None:
+            continue
         templates = cells[(row.system, row.task)]
         if row.template in templates:
             raise ScoreRowError(f"duplicate row for {row.system.label} × {row.task} × {row.template}")
-        templates[row.template] = row.metric(metric)
+        templates[row.template] = value
     return [
         TaskScore(system, task, *labels[task], metric, tuple(sorted(templates.items())))
         for (system, task), templates in sorted(cells.items(), key=lambda kv: (kv[0][0].sort_key(), kv[0][1]))

@@ -1,5 +1,9 @@
 """Instance-level metrics with NIV2's conventions (docs/contracts.md, "Metrics").
 
+`relaxed_match` is NIV2-normalised exact match (lower-case, no punctuation, collapsed whitespace, then
+equality); `contains_match` is its lenient sibling (the normalised reference occurs, as whole words, in
+the normalised prediction).
+
 Every metric compares one prediction with several accepted references and keeps the best
 match, on a 0–100 scale, so that task means read like the numbers in the ALERT and NIV2 papers.
 """
@@ -12,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from alert_jax.metrics.tokens import rouge_tokenizer
 
-METRICS: tuple[str, ...] = ("rouge_l", "exact_match", "relaxed_match")
+METRICS: tuple[str, ...] = ("rouge_l", "exact_match", "relaxed_match", "contains_match")
 """Metric names, in the order they are reported (they are also the keys of `scores.jsonl`)."""
 
 _DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -65,10 +69,28 @@ def relaxed_match(prediction: str, references: Sequence[str]) -> float:
     return _best(lambda ref: 100.0 if predicted == normalize_relaxed(ref) else 0.0, references)
 
 
+def contains_match(prediction: str, references: Sequence[str]) -> float:
+    """100 if some reference, after `normalize_relaxed`, occurs in the normalised prediction as whole words.
+
+    The lenient variant of relaxed match that papers use for verbose models ("The answer is yes, because…"
+    still matches "yes"). Whole words, so "no" is not found inside "not"; a reference that normalises to
+    nothing matches only a prediction that does too (otherwise it would match everything).
+    """
+    predicted = f" {normalize_relaxed(prediction)} "
+
+    def contained(reference: str) -> float:
+        wanted = normalize_relaxed(reference)
+        found = f" {wanted} " in predicted if wanted else predicted.strip() == ""
+        return 100.0 if found else 0.0
+
+    return _best(contained, references)
+
+
 def score(prediction: str, references: Sequence[str]) -> dict[str, float]:
-    """All three metrics for one instance, keyed by the names in `METRICS`."""
+    """Every metric for one instance, keyed by the names in `METRICS`."""
     return {
         "rouge_l": rouge_l(prediction, references),
         "exact_match": exact_match(prediction, references),
         "relaxed_match": relaxed_match(prediction, references),
+        "contains_match": contains_match(prediction, references),
     }

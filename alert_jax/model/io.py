@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from alert_jax.atomic import refuse_existing, staged_dir
 from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
 from alert_jax.model import convert, layout
@@ -139,30 +140,51 @@ def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     return convert.export_hf(model.config, lambda p: _get_param(model.params, p), out_dir, overwrite=overwrite)
 
 
-def save_model(model: Model, out_dir: str | Path) -> Path:
-    """Save in alert_jax's own format: the architecture as JSON + params with orbax (sharded-array aware)."""
+def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
+               extra_files: Optional[dict[str, str]] = None) -> Path:
+    """Save in alert_jax's own format — the architecture as JSON + params with orbax (sharded-array aware) +
+    `extra_files` (name → text) — built beside `out_dir` and swapped in complete (`alert_jax.atomic`).
+
+    The directory is written as a unit: an existing non-empty `out_dir` is refused unless `overwrite`, and then
+    replaced whole (files put there before, e.g. a tokenizer, belong in it after the model is saved)."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
     params = layout.to_layout(model.params, False)  # the canonical per-layer layout, whatever the model runs
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(out_dir / "params", params, force=True)
-    if is_main_process():  # orbax saved collectively; the manifest is written once
-        (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    refuse_existing(out_dir, overwrite)
+    with staged_dir(out_dir, owner=is_main_process()) as staging:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(staging / "params", params, force=True)
+        if is_main_process():  # orbax saved collectively; the small files are written once
+            files = {MODEL_MANIFEST: json.dumps(dataclasses.asdict(model.config), indent=2), **(extra_files or {})}
+            for name, text in files.items():
+                (staging / name).write_text(text)
     return out_dir
 
 
 def read_manifest(directory: Path) -> OPTConfig:
-    return OPTConfig(**json.loads((directory / MODEL_MANIFEST).read_text()))
+    path = directory / MODEL_MANIFEST
+    try:
+        values = json.loads(path.read_text())
+        return OPTConfig(**values)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise ModelSourceError(f"{path}: unreadable model manifest ({type(exc).__name__}: {exc!s:.100})") from None
 
 
 def _load_native(directory: Path, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules) -> Model:
-    """Restore orbax params into this mesh's shardings (orbax reads each device's slices; any saving topology)."""
+    """Restore orbax params into this mesh's shardings (orbax reads each device's slices; any saving topology).
+
+    Params that cannot be read back (a truncated or corrupted directory) are one error naming it.
+    """
     import orbax.checkpoint as ocp
 
     config = read_manifest(directory)
+    params_dir = Path(directory).absolute() / "params"
     target = abstract_params(config, _per_layer(runtime), mesh, rules)
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(Path(directory).absolute() / "params", target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(params_dir, target)
+    except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
+        raise ModelSourceError(f"{params_dir}: unreadable model params ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:150]})") from None
     return Model(config, _in_layout(params, config, runtime, mesh, rules), runtime)

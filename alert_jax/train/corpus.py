@@ -3,36 +3,39 @@
 Training text comes from the suite's `finetune` tasks, read from raw files (`data.data_root`) or from an
 `alert-jax data build finetune` output (`data.tfds_dir`); both give the same rows (`synthetic-pretrain` instead
 gives plain narrative text for the demo's "pretraining" stage).
-Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite`, or,
+Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite` (their
+instances and explained demonstrations, in the run's own target format), or,
 without one, from the finetuning examples that `alert_jax.data.splits.is_validation` holds out (a TFDS build
-has already held them out the same way). `data.examples_per_task` caps each task's training examples.
-Every target ends with EOS so finetuned models learn where to stop.
+has already held them out the same way). `data.examples_per_task` caps each task's training examples and
+`data.mixture` sets a source's own cap (`alert_jax.data.mixture`).
+Every target ends with EOS so finetuned models learn where to stop. With `data.masked_thought_rate` the training
+rows' inputs (never their targets, never the validation rows) hide that fraction of each rationale.
 The tokenizer and packed arrays are cached in the workdir with a fingerprint of the text, tokenizer and settings
 they were built from, so a resumed run reads exactly the rows it started with and a changed config never reads
 stale ones.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from alert_jax.atomic import staged_dir
 from alert_jax.config import DataConfig, TrainConfig
 from alert_jax.data import synthetic
 from alert_jax.errors import AlertJaxError
-from alert_jax.data.example import Task
+from alert_jax.data.example import Example, Task
+from alert_jax.data.masked_thought import mask_rationale, rationale_tokens
+from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
 from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import load_suite
-from alert_jax.data.templates import FINETUNE_TEMPLATE, PROMPT_TARGET_SEPARATOR, format_target, render_prompt
+from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR, task_pairs
 from alert_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from alert_jax.parallel.mesh import run_on_main
 from alert_jax.workdir import RunDir, cache_is_current, stamp_cache
@@ -43,12 +46,6 @@ PRETRAIN_SUITE = "synthetic-pretrain"
 TextPair = tuple[str, str]
 SplitPairs = tuple[list[TextPair], list[TextPair]]  # (train, validation)
 SourcedPair = tuple[str, TextPair]  # (suite task it comes from, pair)
-
-
-def task_pairs(tasks: Sequence[Task], variant: str) -> list[TextPair]:
-    """(prompt, target) for every instance, prompts in the finetuning template."""
-    return [(render_prompt(FINETUNE_TEMPLATE, task, ex), format_target(ex, variant))
-            for task in tasks for ex in task.examples]
 
 
 def _finetune_tasks(cfg: DataConfig) -> list[tuple[str, Task]]:
@@ -82,23 +79,26 @@ def _built_finetune_pairs(cfg: DataConfig) -> tuple[list[SourcedPair], list[Text
     return [(r["source"], (r["prompt"], r["target"])) for r in train], [(r["prompt"], r["target"]) for r in held_out]
 
 
-def _first_per_source(pairs: Sequence[SourcedPair], n: int) -> list[TextPair]:
-    """The first `n` pairs of each source (all of them for n <= 0), order kept."""
-    seen: collections.Counter[str] = collections.Counter()
-    kept = []
-    for source, pair in pairs:
-        seen[source] += 1
-        if n <= 0 or seen[source] <= n:
-            kept.append(pair)
-    return kept
-
-
 def _validation_tasks(cfg: DataConfig) -> list[Task]:
     if not cfg.validation_suite:
         return []
     suite = load_suite(cfg.validation_suite)
-    return [task for entry, task in suite.load_tasks(cfg.data_root or None, skip_missing=True)
-            if entry.split == "dev"]
+    return [with_explained_demonstrations(task)
+            for entry, task in suite.load_tasks(cfg.data_root or None, skip_missing=True) if entry.split == "dev"]
+
+
+def with_explained_demonstrations(task: Task) -> Task:
+    """A dev task as validation text: its instances, then its demonstrations that carry an explanation.
+
+    NIV2 instances have no rationale, so a CoT run's dev targets would all be the bare `The answer is <answer>.`
+    and dev perplexity would ignore how well the model writes rationales — biasing selection against CoT. The
+    task's explained positive examples are the rationales it does have; as examples they give CoT targets
+    `<explanation> The answer is <output>.` (FT runs see the same instances, answer only).
+    """
+    explained = tuple(Example(input=d.input, references=(d.output,), rationale=d.explanation.strip(),
+                              source=task.name, id=f"{task.name}-demonstration-{i}")
+                      for i, d in enumerate(task.demonstrations) if d.explanation.strip())
+    return dataclasses.replace(task, examples=task.examples + explained)
 
 
 def text_pairs(cfg: DataConfig) -> SplitPairs:
@@ -117,7 +117,8 @@ def text_pairs(cfg: DataConfig) -> SplitPairs:
                 "text; rebuild with --validation-percent 0 or set data.validation_suite=''")
     else:
         train, held_out = _raw_finetune_pairs(cfg, hold_out=not validation)
-    train_pairs = _first_per_source(train, cfg.examples_per_task)
+    check_mixture(cfg.mixture, [entry.task for entry in load_suite(cfg.suite).finetune_tasks], cfg.suite)
+    train_pairs = capped(train, cfg.examples_per_task, cfg.mixture)
     if validation:
         return train_pairs, validation
     if not held_out:
@@ -149,22 +150,13 @@ def _build_tokenizer_if_stale(cfg: DataConfig, directory: Path, pairs: Callable[
     if cache_is_current(directory, inputs):
         return
     corpus = [f"{prompt}{PROMPT_TARGET_SEPARATOR}{target}" for prompt, target in train]
-    staging = directory.with_name(f".{directory.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
     trained = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0, vocab_size_is_limit=True)
     if trained.vocab_size < cfg.vocab_size:
         log.warning("data.vocab_size=%d: the training text supports only %d sentencepiece pieces; using %d",
                     cfg.vocab_size, trained.vocab_size, trained.vocab_size)
-    trained.save(staging)
-    stamp_cache(staging, inputs)
-    _swap_into_place(staging, directory)
-
-
-def _swap_into_place(staging: Path, directory: Path) -> None:
-    """Replace `directory` by the complete `staging` (the old one is removed first: a crash leaves no cache, which
-    is rebuilt, rather than a stale one)."""
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(staging, directory)
+    with staged_dir(directory) as staging:
+        trained.save(staging)
+        stamp_cache(staging, inputs)
 
 
 def _text_digest(pairs: Sequence[TextPair]) -> str:
@@ -189,11 +181,21 @@ def tokenizer_digest(tokenizer: Tokenizer) -> str:
 _PROBE_TEXT = "Question: If 12 apples cost $3.60, what do 7 cost?\nAnswer: The answer is 2.10. Ünïcödé — ok?"
 
 
-def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[TextPair]) -> list[tuple[list[int], list[int]]]:
-    out = []
-    for prompt, target in pairs:
+def tokenize_pairs(tokenizer: Tokenizer, pairs: Sequence[TextPair], masked_thought_rate: float = 0.0,
+                   seed: int = 0) -> list[tuple[list[int], ...]]:
+    """(prompt ids, target ids + EOS) per pair; with a Masked Thought rate, also the target as the inputs show
+    it, that fraction of its rationale ids replaced (`alert_jax.data.masked_thought`, seeded per example)."""
+    out: list[tuple[list[int], ...]] = []
+    for index, (prompt, target) in enumerate(pairs):
         prompt_ids, target_ids = tokenize_example(tokenizer, prompt, target)
-        out.append((prompt_ids, list(target_ids) + [tokenizer.eos_id]))
+        full = list(target_ids) + [tokenizer.eos_id]
+        if masked_thought_rate <= 0:
+            out.append((prompt_ids, full))
+            continue
+        rng = np.random.default_rng([seed, index])
+        shown = mask_rationale(full, rationale_tokens(tokenizer, target, target_ids), masked_thought_rate, rng,
+                               tokenizer.unk_id)
+        out.append((prompt_ids, full, shown))
     return out
 
 
@@ -204,10 +206,13 @@ def packed_splits(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer,
 
     In a multi-host job process 0 checks and builds the cache while the others wait, then every host loads it.
     """
+    if not 0 <= cfg.masked_thought_rate < 1 or (cfg.masked_thought_rate > 0 and cfg.variant != "cot"):
+        raise AlertJaxError(f"data.masked_thought_rate={cfg.masked_thought_rate}: expected 0 <= rate < 1, and a rate "
+                            f"above 0 only with data.variant=cot (got {cfg.variant!r}): only CoT targets have "
+                            "rationales to mask")
     cache = RunDir(workdir).data
     run_on_main("packed-row cache", lambda: _build_rows_if_stale(cfg, train_cfg, tokenizer, cache, pairs))
-    with np.load(cache / "train.npz") as train, np.load(cache / "validation.npz") as validation:
-        return {"train": _as_packed(train, cache, "train"), "validation": _as_packed(validation, cache, "validation")}
+    return {name: _load_packed(cache, name) for name in ("train", "validation")}
 
 
 def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer, cache: Path,
@@ -216,25 +221,34 @@ def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tok
     overflow = "truncate" if cfg.truncate_long else "drop"
     inputs = {"seq_len": train_cfg.seq_len, "overflow": overflow, "tokenizer": tokenizer_digest(tokenizer),
               "train_text": _text_digest(train_pairs), "validation_text": _text_digest(validation_pairs)}
+    if cfg.masked_thought_rate > 0:  # only then, so caches built before the option existed stay current
+        inputs["masked_thought"] = [cfg.masked_thought_rate, train_cfg.seed]
     if cache_is_current(cache, inputs):
         return
     if cache.exists():
         log.warning("%s: packed rows were built from other inputs (data, tokenizer or train.seq_len); rebuilding",
                     cache)
-    splits = {name: pack(tokenize_pairs(tokenizer, pairs), train_cfg.seq_len, overflow=overflow)
-              for name, pairs in (("train", train_pairs), ("validation", validation_pairs))}
-    staging = cache.with_name(f".{cache.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, packed in splits.items():
-        np.savez(staging / f"{name}.npz", **packed.arrays)
-        log.info("%s: %s", name, packed.stats)
-    stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
-    (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
-    stamp_cache(staging, inputs)
-    _swap_into_place(staging, cache)
+    splits = {"train": pack(tokenize_pairs(tokenizer, train_pairs, cfg.masked_thought_rate, train_cfg.seed),
+                             train_cfg.seq_len, overflow=overflow),
+              "validation": pack(tokenize_pairs(tokenizer, validation_pairs), train_cfg.seq_len, overflow=overflow)}
+    with staged_dir(cache) as staging:
+        for name, packed in splits.items():
+            np.savez(staging / f"{name}.npz", **packed.arrays)
+            log.info("%s: %s", name, packed.stats)
+        stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+        stamp_cache(staging, inputs)
 
 
-def _as_packed(arrays, cache: Path, name: str) -> Packed:
-    stats = json.loads((cache / "stats.json").read_text())[name]
-    return Packed({f: np.asarray(arrays[f]) for f in FIELDS}, PackingStats(**stats))
+def _load_packed(cache: Path, name: str) -> Packed:
+    """One split of the cache; a cache file damaged after it was stamped is one error naming it."""
+    path = cache / f"{name}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            rows = {f: np.asarray(arrays[f]) for f in FIELDS}
+        path = cache / "stats.json"
+        stats = PackingStats(**json.loads(path.read_text())[name])
+    except Exception as exc:  # noqa: BLE001 — zip, npy and JSON decoding all fail in their own ways
+        raise AlertJaxError(f"{path}: corrupt packed-row cache ({type(exc).__name__}); delete {cache} to rebuild "
+                            "it") from None
+    return Packed(rows, stats)

@@ -22,11 +22,12 @@ import numpy as np
 import yaml
 from jax.sharding import NamedSharding, PartitionSpec
 
+from alert_jax.atomic import write_text
 from alert_jax.config import ExperimentConfig, to_dict
 from alert_jax.data.packing import batches, steps_per_epoch
 from alert_jax.errors import AlertJaxError
 from alert_jax.model.io import load_model
-from alert_jax.model.model import Model, dtype_from_name
+from alert_jax.model.model import Model, runtime_options
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig, get_preset, is_preset
 from alert_jax.parallel.mesh import devices_for, host_shard, is_main_process, make_mesh, maybe_initialize_distributed, run_on_main
@@ -41,6 +42,7 @@ from alert_jax.train import checkpoints
 from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
+from alert_jax.train.selection import DevGeneration, check_select_by, is_better
 from alert_jax.train.step import TrainState, make_eval_step, make_train_step
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
@@ -48,10 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def _runtime(cfg: ExperimentConfig) -> RuntimeOptions:
-    m = cfg.model
-    return RuntimeOptions(dtype=dtype_from_name(m.dtype), param_dtype=dtype_from_name(m.param_dtype), remat=m.remat,
-                          attention=m.attention, scan_layers=m.scan_layers, dropout=m.dropout,
-                          attention_dropout=m.attention_dropout, activation_dropout=m.activation_dropout)
+    return runtime_options(cfg.model)
 
 
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
@@ -71,6 +70,13 @@ def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTCon
     return model.config, model.params, jax.tree.map(lambda x: x.sharding, model.params)
 
 
+def check_positions(cfg: ExperimentConfig, arch: OPTConfig) -> None:
+    """Refuse rows longer than the model has learned positions for (naming both numbers), before training."""
+    if cfg.train.seq_len > arch.max_position_embeddings:
+        raise AlertJaxError(f"train.seq_len={cfg.train.seq_len} exceeds model.name={cfg.model.name}'s "
+                            f"max_position_embeddings={arch.max_position_embeddings}")
+
+
 def _fit_vocab(arch: OPTConfig, vocab_size: int, name: str) -> OPTConfig:
     """A fresh model's embedding table sized to the tokenizer (rounded up to a multiple of 8, as OPT's 50272).
 
@@ -86,13 +92,17 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, workdir: Path):
         maybe_initialize_distributed()
+        check_select_by(cfg.train.select_by)
         self.cfg, self.run_dir = cfg, RunDir(workdir)
         self.workdir = self.run_dir.root
         self.run_dir.claim()
+        self.dev_generation = DevGeneration(cfg.data, cfg.eval) if cfg.train.select_by == "dev_rouge_l" else None
         self.is_main = is_main_process()
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
         self.mesh = make_mesh(cfg.mesh, devices_for(cfg.mesh))
+        if is_preset(cfg.model.name):  # known before any data is built; a checkpoint's is checked once loaded
+            check_positions(cfg, get_preset(cfg.model.name))
         self._prepare_data()
         state = self._initial_state()
         self._compile_steps(state)
@@ -100,7 +110,7 @@ class Trainer:
         self.metrics = MetricsLog(self.workdir, enabled=self.is_main)
         if self.is_main:
             truncate_after(self.run_dir.metrics, int(self.state.step) // self.accum)
-            self.run_dir.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_text(self.run_dir.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def _prepare_data(self) -> None:
         """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""
@@ -115,6 +125,7 @@ class Trainer:
         """Sharded params (seeded init or a checkpoint) and AdamW state sharded like them, at step 0."""
         cfg = self.cfg
         self.arch, params, param_sh = initial_params(cfg, self.mesh, self.tokenizer.vocab_size)
+        check_positions(cfg, self.arch)
         self.module = OPTForCausalLM(self.arch, _runtime(cfg))
         self.tx = make_optimizer(cfg.optim, cfg.train.steps)
         self.schedule = learning_rate_schedule(cfg.optim, cfg.train.steps)
@@ -195,36 +206,83 @@ class Trainer:
         tick, tick_micro = time.perf_counter(), start
         tokens_per_micro = cfg.batch_size * cfg.seq_len
         data = self.train_batches(start)
-        with logical_sharding(self.mesh, DEFAULT_RULES):
-            for micro in range(start, self.total_micro):
-                self.state, metrics = self.train_step(self.state, next(data))
-                progress.update(1)
-                if (micro + 1) % self.accum:
-                    continue
-                step = (micro + 1) // self.accum
-                record: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    loss = float(metrics["loss"])  # waits for the step, so the clock below is honest
-                    elapsed = time.perf_counter() - tick
-                    record = {"step": step, "loss": loss,
-                              "lr": float(self.schedule(step - 1)), "grad_norm": float(metrics["grad_norm"]),
-                              "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9)}
-                    tick, tick_micro = time.perf_counter(), micro + 1
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    record = {"step": step, **record, **self.validate()}
-                    if checkpoints.is_improvement(self.workdir, record["val_ppl"]):
-                        checkpoints.save_best(self.workdir, Model(self.arch, self.state.params, self.module.rt),
-                                              step, record["val_loss"], record["val_ppl"])
-                if record:
-                    self.metrics.write(record)
-                    progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
-                    last.update(record)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    checkpoints.save_state(self.manager, micro + 1, self.state)
-        self.manager.wait_until_finished()
-        progress.close()
-        self.metrics.close()
+        watch = NonFiniteWatch(cfg.on_nonfinite, self.accum)
+        try:
+            with logical_sharding(self.mesh, DEFAULT_RULES):
+                for micro in range(start, self.total_micro):
+                    self.state, metrics = self.train_step(self.state, next(data))
+                    watch.add(micro, metrics["nonfinite"])
+                    progress.update(1)
+                    if (micro + 1) % self.accum:
+                        continue
+                    step = (micro + 1) // self.accum
+                    logs, evals = step % cfg.log_every == 0 or step == cfg.steps, \
+                        step % cfg.eval_every == 0 or step == cfg.steps
+                    saves = step % cfg.checkpoint_every == 0 or step == cfg.steps
+                    if not (logs or evals or saves):
+                        continue
+                    record: dict[str, Any] = {}
+                    if logs:
+                        loss = float(metrics["loss"])  # waits for the step, so the clock below is honest
+                        elapsed = time.perf_counter() - tick
+                        record = {"step": step, "loss": loss,
+                                  "lr": float(self.schedule(step - 1)), "grad_norm": float(metrics["grad_norm"]),
+                                  "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9),
+                                  **watch.log_fields()}
+                        tick, tick_micro = time.perf_counter(), micro + 1
+                    watch.check(lambda: self.metrics.write(record) if record else None)  # before anything is saved
+                    if evals:
+                        model = Model(self.arch, self.state.params, self.module.rt)
+                        record = {"step": step, **record, **self.validate()}
+                        if self.dev_generation is not None:
+                            record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
+                        if is_better(cfg.select_by, record, checkpoints.best_record(self.workdir)):
+                            checkpoints.save_best(self.workdir, model, step,
+                                                  {k: v for k, v in record.items() if k not in ("step", "lr")}
+                                                  | {"select_by": cfg.select_by})
+                    if record:
+                        self.metrics.write(record)
+                        progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
+                        last.update(record)
+                    if saves:
+                        checkpoints.save_state(self.manager, micro + 1, self.state)
+        finally:
+            self.manager.wait_until_finished()  # an in-flight save completes even when the run stops
+            progress.close()
+            self.metrics.close()
         return last
+
+
+class NonFiniteStop(AlertJaxError):
+    """Training met a non-finite loss or gradient norm under `train.on_nonfinite=stop`."""
+
+
+class NonFiniteWatch:
+    """Counts batches whose update the train step dropped as non-finite, on the device, without a host sync per
+    step: the count is read only where the loop syncs anyway (log, eval and checkpoint steps), and always before
+    a checkpoint or `best/` is written, so under `stop` nothing trained after a non-finite batch is ever saved."""
+
+    def __init__(self, mode: str, accum: int):
+        self.mode, self.accum = mode, accum
+        self.count = jnp.zeros((), jnp.int32)
+        self.first = jnp.full((), -1, jnp.int32)  # micro-step of the first non-finite batch
+
+    def add(self, micro: int, nonfinite: jax.Array) -> None:
+        self.first = jnp.where((self.first < 0) & (nonfinite > 0), micro, self.first)
+        self.count = self.count + nonfinite
+
+    def log_fields(self) -> dict[str, int]:
+        return {"skipped_batches": int(self.count)} if self.mode == "skip" else {}
+
+    def check(self, before_stopping) -> None:
+        """Under `stop`, end the run (after `before_stopping()`, e.g. logging the bad step) if any batch was bad."""
+        if self.mode != "stop" or int(self.count) == 0:
+            return
+        before_stopping()
+        step = int(self.first) // self.accum + 1
+        raise NonFiniteStop(f"train.on_nonfinite=stop: non-finite loss or grad norm at step {step}; stopped without "
+                            "saving anything trained after it (earlier checkpoints and best/ are kept; set "
+                            "train.on_nonfinite=skip to drop such batches instead)")
 
 
 def pad_rows(rows: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:

@@ -52,7 +52,13 @@ def loss_sums(module: OPTForCausalLM, params: Any, batch: Batch, dropout_key: Op
 
 
 def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, seed: int = 0):
-    """(state, batch) → (state, metrics): mean target-token loss, its gradient, one optimizer update."""
+    """(state, batch) → (state, metrics): mean target-token loss, its gradient, one optimizer update.
+
+    A batch whose loss or gradient norm is not finite leaves params and optimizer state as they were (its update
+    is dropped inside the compiled step, so NaNs never reach the state) and sets `metrics["nonfinite"]` to 1;
+    the loop decides whether that stops the run or is counted as a skip (`train.on_nonfinite`). The step counter
+    still advances: it is the data position.
+    """
 
     def loss_fn(params: Any, batch: Batch, dropout_key: jax.Array):
         sums = loss_sums(module, params, batch, dropout_key)
@@ -61,9 +67,15 @@ def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, se
     def train_step(state: TrainState, batch: Batch):
         dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
         (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, dropout_key)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "tokens": sums.weight}
+        keep_new = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        params = jax.tree.map(keep_new, params, state.params)
+        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "tokens": sums.weight,
+                   "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
