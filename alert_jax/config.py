@@ -28,8 +28,12 @@ class ModelConfig:
     name: str = "opt-tiny"
     dtype: str = "float32"  # compute dtype; master params stay float32
     param_dtype: str = "float32"
-    remat: bool = False  # rematerialise each decoder layer in the backward pass
-    attention: str = "xla"  # "xla" (einsum) or "dot_product" (jax.nn.dot_product_attention / cuDNN)
+    remat: str = "none"  # per-layer rematerialisation: none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    attention: str = "xla"  # xla | cudnn (GPU) | splash (TPU) | splash_interpret (tests); alert_jax/model/attention.py
+    scan_layers: bool = False  # decoder layers under nn.scan: one compiled layer body, params stacked per layer
+    dropout: float = 0.0  # dropout rates named as in HF OPTConfig; active only in training steps
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     seed: int = 0
 
 
@@ -218,7 +222,11 @@ _MESH_RULES = {axis: at_least(1, also=(-1,)) for axis in ("data", "fsdp", "tenso
 
 FIELD_RULES: dict[str, Rule] = {
     "model.name": FREE, "model.dtype": one_of(*DTYPES), "model.param_dtype": one_of(*DTYPES),
-    "model.attention": one_of("xla", "dot_product"), "model.seed": at_least(0),
+    "model.attention": one_of("xla", "cudnn", "splash", "splash_interpret"),  # model/attention.py IMPLEMENTATIONS
+    "model.remat": one_of("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),  # opt.REMAT_POLICIES
+    **{f"model.{rate}": Rule(low=0, high=1, high_open=True)
+       for rate in ("dropout", "attention_dropout", "activation_dropout")},
+    "model.seed": at_least(0),
     **{f"mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
     "optim.learning_rate": at_least(0), "optim.warmup_steps": at_least(0),
     "optim.end_lr_ratio": Rule(low=0, high=1), "optim.weight_decay": at_least(0),

@@ -147,11 +147,10 @@ def architecture(name: str):
 def abstract_params(cfg: ExperimentConfig, mesh, dtype: str):
     """(module, params as sharded ShapeDtypeStructs) for the config's model, laid out by the default rules."""
     from alert_jax.model import io
-    from alert_jax.model.model import dtype_from_name
-    from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions
+    from alert_jax.model.model import runtime_options
+    from alert_jax.model.opt import OPTForCausalLM
 
-    runtime = RuntimeOptions(dtype=dtype_from_name(dtype), param_dtype=dtype_from_name(cfg.model.param_dtype),
-                             remat=cfg.model.remat, attention=cfg.model.attention)
+    runtime = runtime_options(cfg.model, dtype)
     arch = architecture(cfg.model.name)
     return OPTForCausalLM(arch, runtime), io.abstract_params(arch, runtime, mesh)
 
@@ -229,8 +228,9 @@ def generation_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
 # --- what to try when the train step does not fit ------------------------------------------------------------
 
 # Memory savers other than the micro-batch and fsdp, nearest (cheapest in step time) first; one that the config
-# already has is skipped. Remat policies and scanned layers join here as further entries.
-MEMORY_SAVERS: tuple[tuple[str, ...], ...] = (("model.remat=true",),)
+# already has is skipped. Remat goes with scanned layers: XLA:CPU, whose figures these are, schedules an unrolled
+# layer's recomputation into the forward pass and saves nothing (benchmarks/RESULTS.md, "Remat ... on XLA:CPU").
+MEMORY_SAVERS: tuple[tuple[str, ...], ...] = (("model.scan_layers=true", "model.remat=full"),)
 
 
 def structural_candidates(load: Callable[[Sequence[str]], ExperimentConfig], devices: int) -> list[tuple[str, ...]]:

@@ -40,10 +40,11 @@ def test_candidates_go_from_nearest_and_keep_the_effective_batch():
     cfg = load_config(None, given)
     fsdp = ("mesh.data=1", "mesh.fsdp=8", "mesh.tensor=1")
     load = lambda extra: load_config(None, [*given, *extra])  # noqa: E731
-    assert structural_candidates(load, 8) == [(), fsdp, ("model.remat=true",), (*fsdp, "model.remat=true")]
+    saver = ("model.scan_layers=true", "model.remat=full")
+    assert structural_candidates(load, 8) == [(), fsdp, saver, (*fsdp, *saver)]
     assert rows_per_device_options(cfg, 8) == [8, 4, 2, 1]  # 128 rows per update over 8 row-shards
     assert micro_batch_overrides(cfg, 8, 1) == ("train.batch_size=8", "optim.grad_accum_steps=16")
-    already = lambda extra: load_config(None, ["model.remat=true", "mesh.fsdp=8", *extra])  # noqa: E731
+    already = lambda extra: load_config(None, [*saver, "mesh.fsdp=8", *extra])  # noqa: E731
     assert structural_candidates(already, 8) == [()]
 
 

@@ -6,6 +6,8 @@ Loading takes a mesh and lays every parameter out by the partition rules (`paral
 an HF or metaseq tensor goes from the file straight into its `NamedSharding` (each device receives only its
 shards, host memory holds about one tensor beyond what the devices hold), and a native checkpoint is restored by
 orbax into the target shardings, whatever mesh or process count saved it (trained on 8 devices, evaluated on 1).
+Every format is stored per layer; a model that runs with `scan_layers` gets its params stacked on load and
+unstacked on save (model/layout.py), so one checkpoint serves both layouts.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from jax.sharding import Mesh
 from alert_jax.atomic import refuse_existing, staged_dir
 from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
-from alert_jax.model import convert
+from alert_jax.model import convert, layout
 from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
@@ -40,17 +42,17 @@ class ModelSourceError(AlertJaxError):
     """A model argument that names neither an existing model directory nor a bare preset name."""
 
 
-def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0, remat: bool = False,
-               attention: str = "xla", mesh: Optional[Mesh] = None, rules: LogicalRules = DEFAULT_RULES,
-               num_attention_heads: Optional[int] = None) -> Model:
+def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0,
+               runtime: Optional[RuntimeOptions] = None, mesh: Optional[Mesh] = None,
+               rules: LogicalRules = DEFAULT_RULES, num_attention_heads: Optional[int] = None) -> Model:
     """Load an OPT: bare preset name (seeded random init), HF directory, metaseq `.pt` file, alert_jax model
     directory, or training workdir (its best model), with params laid out over `mesh` by `rules`.
 
     `mesh=None` is one device (the first local one). A name with a path separator is always a path: a missing
     one is an error, never a preset's random init. `num_attention_heads` is for metaseq files whose config
-    lacks it.
+    lacks it. `runtime` (how to run it: remat, scan_layers, attention, ...) overrides `dtype` when given.
     """
-    runtime = RuntimeOptions(dtype=dtype_from_name(dtype), remat=remat, attention=attention)
+    runtime = runtime if runtime is not None else RuntimeOptions(dtype=dtype_from_name(dtype))
     mesh = mesh if mesh is not None else single_device_mesh()
     path = Path(path_or_preset)
     if path.is_dir():
@@ -100,9 +102,21 @@ def _import(source: tuple[OPTConfig, dict], where: str, runtime: RuntimeOptions,
             rules: LogicalRules) -> Model:
     """Read a foreign checkpoint tensor by tensor, each placed straight into its sharding as it is read."""
     config, refs = source
-    shardings = param_shardings_for(config, runtime, mesh, rules)
+    shardings = param_shardings_for(config, _per_layer(runtime), mesh, rules)
     params = convert.params_from_refs(config, refs, where, place=_placer(shardings))
-    return Model(config, params, runtime)
+    return Model(config, _in_layout(params, config, runtime, mesh, rules), runtime)
+
+
+def _per_layer(runtime: RuntimeOptions) -> RuntimeOptions:
+    """The runtime whose params have the per-layer layout that every checkpoint format stores."""
+    return dataclasses.replace(runtime, scan_layers=False)
+
+
+def _in_layout(params: Any, config: OPTConfig, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules) -> Any:
+    """Per-layer params converted (shard-wise) into the layout `runtime` runs."""
+    if not runtime.scan_layers:
+        return params
+    return layout.to_layout(params, True, param_shardings_for(config, runtime, mesh, rules))
 
 
 def _placer(shardings: Any) -> Callable[[tuple[str, ...], np.ndarray], jax.Array]:
@@ -118,10 +132,7 @@ def _placer(shardings: Any) -> Callable[[tuple[str, ...], np.ndarray], jax.Array
 
 
 def _get_param(params: Any, path: tuple[str, ...]) -> np.ndarray:
-    node = params
-    for key in path:
-        node = node[key]
-    return np.asarray(jax.device_get(node))
+    return np.asarray(jax.device_get(layout.param_at(params, path)))
 
 
 def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -139,10 +150,11 @@ def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
+    params = layout.to_layout(model.params, False)  # the canonical per-layer layout, whatever the model runs
     refuse_existing(out_dir, overwrite)
     with staged_dir(out_dir, owner=is_main_process()) as staging:
         with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(staging / "params", model.params, force=True)
+            ckptr.save(staging / "params", params, force=True)
         if is_main_process():  # orbax saved collectively; the small files are written once
             files = {MODEL_MANIFEST: json.dumps(dataclasses.asdict(model.config), indent=2), **(extra_files or {})}
             for name, text in files.items():
@@ -168,11 +180,11 @@ def _load_native(directory: Path, runtime: RuntimeOptions, mesh: Mesh, rules: Lo
 
     config = read_manifest(directory)
     params_dir = Path(directory).absolute() / "params"
-    target = abstract_params(config, runtime, mesh, rules)
+    target = abstract_params(config, _per_layer(runtime), mesh, rules)
     try:
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore(params_dir, target)
     except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
         raise ModelSourceError(f"{params_dir}: unreadable model params ({type(exc).__name__}: "
                                f"{' '.join(str(exc).split())[:150]})") from None
-    return Model(config, params, runtime)
+    return Model(config, _in_layout(params, config, runtime, mesh, rules), runtime)

@@ -27,7 +27,7 @@ from alert_jax.config import ExperimentConfig, to_dict
 from alert_jax.data.packing import batches, steps_per_epoch
 from alert_jax.errors import AlertJaxError
 from alert_jax.model.io import load_model
-from alert_jax.model.model import Model, dtype_from_name
+from alert_jax.model.model import Model, runtime_options
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig, get_preset, is_preset
 from alert_jax.parallel.mesh import devices_for, host_shard, is_main_process, make_mesh, maybe_initialize_distributed, run_on_main
@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def _runtime(cfg: ExperimentConfig) -> RuntimeOptions:
-    return RuntimeOptions(dtype=dtype_from_name(cfg.model.dtype), param_dtype=dtype_from_name(cfg.model.param_dtype),
-                          remat=cfg.model.remat, attention=cfg.model.attention)
+    return runtime_options(cfg.model)
 
 
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
@@ -69,7 +68,7 @@ def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTCon
         params, shardings = sharded_init(partial(boxed_params, module), mesh, DEFAULT_RULES,
                                          jax.random.PRNGKey(cfg.model.seed))
         return arch, params, shardings
-    model = load_model(cfg.model.name, mesh=mesh, rules=DEFAULT_RULES)
+    model = load_model(cfg.model.name, runtime=runtime, mesh=mesh, rules=DEFAULT_RULES)
     return model.config, model.params, jax.tree.map(lambda x: x.sharding, model.params)
 
 
@@ -157,7 +156,8 @@ class Trainer:
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
         objective = objectives.make_objective(self.cfg.train.objective, self.cfg.alignment, token_losses)
-        self.train_step = jax.jit(make_train_step(self.module, self.tx, objective), donate_argnums=0,
+        step = make_train_step(self.module, self.tx, objective, seed=self.cfg.train.seed)
+        self.train_step = jax.jit(step, donate_argnums=0,
                                   in_shardings=(self.state_shardings, self.batch_sharding),
                                   out_shardings=(self.state_shardings, replicated))
         self.eval_step = jax.jit(make_eval_step(self.module),
@@ -170,6 +170,8 @@ class Trainer:
         self.manager = checkpoints.checkpoint_manager(self.workdir, self.cfg.train.keep_checkpoints,
                                                       self.cfg.train.async_checkpointing)
         contract = {"model": dataclasses.asdict(self.arch), "train.seq_len": self.cfg.train.seq_len}
+        if self.cfg.model.scan_layers:  # stacked params and moments: the per-layer state of every other run won't fit
+            contract["model.scan_layers"] = True
         if self.manager.latest_step() is not None:
             check_contract(self.run_dir.checkpoint_contract, contract)
         run_on_main("checkpoint contract", lambda: write_json_atomically(self.run_dir.checkpoint_contract, contract))

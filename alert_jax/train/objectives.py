@@ -44,7 +44,7 @@ SEGMENT_SLOTS = 16  # samples per packed row at most
 _MASKED = -1e9
 
 Batch = dict[str, jax.Array]
-Objective = Callable[[Any, Any, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]  # (module, params, batch, dropout_key=None)
 
 
 class ObjectiveError(AlertJaxError):
@@ -163,22 +163,23 @@ def ranking_loss(objective: str, cfg: AlignmentConfig, segments: SegmentLogProbs
 
 
 def make_objective(objective: str, cfg: AlignmentConfig,
-                   token_losses: Callable[[Any, Any, Batch], jax.Array]) -> Objective:
-    """(module, params, batch) → (loss, metrics) for `objective`; `token_losses` gives per-token NLL `[B, T]`.
+                   token_losses: Callable[..., jax.Array]) -> Objective:
+    """(module, params, batch, dropout_key=None) → (loss, metrics) for `objective`; `token_losses(module, params,
+    batch, dropout_key)` gives per-token NLL `[B, T]` (dropout on iff a key is given).
 
     `sft` is the token-weighted cross-entropy of the packed batch; the others follow the module docstring.
     """
     check(objective, cfg)
 
-    def sft(module, params, batch):
-        nll = token_losses(module, params, batch)
+    def sft(module, params, batch, dropout_key=None):
+        nll = token_losses(module, params, batch, dropout_key)
         weights = batch["loss_weights"]
         tokens = weights.sum()
         loss = (nll * weights).sum() / jnp.maximum(tokens, 1.0)
         return loss, {"tokens": tokens}
 
-    def ranked(module, params, batch):
-        nll = token_losses(module, params, batch)
+    def ranked(module, params, batch, dropout_key=None):
+        nll = token_losses(module, params, batch, dropout_key)
         segments = segment_log_probs(-nll, batch, batch["sample_group"].shape[-1])
         positive = (batch["sample_label"] > 0) & (batch["sample_group"] > 0)
         token_positive = (batch["segment_ids"][..., None] == jnp.arange(1, positive.shape[-1] + 1)) & positive[:, None, :]
