@@ -244,6 +244,14 @@ FIELD_RULES: dict[str, Rule] = {
     "train.checkpoint_every": at_least(1), "train.keep_checkpoints": at_least(1),
     "train.on_nonfinite": one_of("stop", "skip"),
     "train.select_by": one_of("dev_perplexity", "dev_rouge_l"),  # alert_jax/train/selection.py SELECT_BY
+    "train.objective": one_of("sft", "aft", "rrhf", "dpo"),  # alert_jax/train/objectives.py OBJECTIVES
+    "alignment.samples": FREE, "alignment.k": Rule(low=1, high=16),  # objectives.SEGMENT_SLOTS samples per row
+    "alignment.temperature": at_least(0), "alignment.top_p": Rule(low=0, high=1, low_open=True),
+    "alignment.max_new_tokens": at_least(1), "alignment.batch_size": at_least(1), "alignment.seed": at_least(0),
+    "alignment.max_questions_per_task": at_least(0),
+    "alignment.constraint": one_of("dc", "bc", "none"),  # objectives.CONSTRAINTS
+    "alignment.boundary": at_least(0), "alignment.boundary_weight": at_least(0),
+    "alignment.alignment_weight": at_least(0), "alignment.beta": at_least(0, low_open=True),
     "eval.suite": FREE, "eval.templates": one_of(*TEMPLATE_NAMES), "eval.max_new_tokens": at_least(1),
     "eval.batch_size": at_least(1), "eval.max_examples_per_task": at_least(0), "eval.temperature": at_least(0),
     "eval.top_p": Rule(low=0, high=1, low_open=True), "eval.seed": at_least(0), "eval.stop_strings": FREE,

@@ -113,7 +113,7 @@ def _one_question_batch():
 def test_whole_objectives_on_a_packed_batch_match_hand_values(objective):
     nll = jnp.array([[9.0, 1.0, 2.0, 9.0, 0.5, 1.5, 9.0]])  # positive: logp -3, score -1.5; negative: -2, -1.0
     cfg = AlignmentConfig(samples="x", constraint="none", alignment_weight=0.5, beta=0.5)
-    loss_fn = obj.make_objective(objective, cfg, lambda module, params, batch: params)
+    loss_fn = obj.make_objective(objective, cfg, lambda module, params, batch, dropout_key=None: params)
     loss, metrics = loss_fn(None, nll, _one_question_batch())
     token = 1.5  # mean nll of the positive's target tokens
     expected = {"aft": token + 0.5 * math.log(1 + math.exp(-1.0 + 1.5)),
