@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alert_jax.errors import AlertJaxError
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -27,8 +28,12 @@ class ModelConfig:
     name: str = "opt-tiny"
     dtype: str = "float32"  # compute dtype; master params stay float32
     param_dtype: str = "float32"
-    remat: bool = False  # rematerialise each decoder layer in the backward pass
-    attention: str = "xla"  # "xla" (einsum) or "dot_product" (jax.nn.dot_product_attention / cuDNN)
+    remat: str = "none"  # per-layer rematerialisation: none | full | dots_saveable | dots_with_no_batch_dims_saveable
+    attention: str = "xla"  # xla | cudnn (GPU) | splash (TPU) | splash_interpret (tests); alert_jax/model/attention.py
+    scan_layers: bool = False  # decoder layers under nn.scan: one compiled layer body, params stacked per layer
+    dropout: float = 0.0  # dropout rates named as in HF OPTConfig; active only in training steps
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     seed: int = 0
 
 
@@ -89,8 +94,10 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpointing: bool = True
+    on_nonfinite: str = "stop"  # a NaN/inf loss or grad norm: "stop" the run, or "skip" that batch's update
     select_by: str = "dev_perplexity"  # best/ by dev_perplexity (ALERT) or dev_rouge_l (greedy generation on the
     # dev tasks under eval.templates, best template per task; alert_jax/train/selection.py)
+    objective: str = "sft"  # sft (token loss on data.suite) | aft | rrhf | dpo (over `alignment.samples`)
 
 
 DEFAULT_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nInput:", "\nQuestion:")
@@ -130,6 +137,30 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AlignmentConfig:
+    """Sampling k chains of thought per training question (`alert-jax sample`) and training on them
+    (`train.objective: aft | rrhf | dpo`); alert_jax/train/objectives.py defines the losses.
+
+    The paper (Wang et al. 2023, arXiv 2309.02144) does not publish k, the sampling temperature or the
+    constraint's boundary value: these defaults are ours (README, "Alignment fine-tuning").
+    """
+
+    samples: str = ""  # an `alert-jax sample` workdir (its samples.jsonl) that aft/rrhf/dpo train on
+    k: int = 4  # sampled CoTs per question
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 16  # prompts per generation batch
+    seed: int = 0
+    max_questions_per_task: int = 0  # 0 = every finetuning question (after data.examples_per_task)
+    constraint: str = "dc"  # AFT's constraint: dc (detached) | bc (boundary) | none (plain alignment term)
+    boundary: float = 1.0  # BC: negatives are held above (lowest positive score - boundary)
+    boundary_weight: float = 1.0  # BC: weight of the boundary hinge
+    alignment_weight: float = 1.0  # weight of the ranking term (aft, rrhf); the token loss on positives has 1
+    beta: float = 0.1  # DPO's inverse temperature
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     mesh: MeshConfig = MeshConfig()
@@ -137,6 +168,128 @@ class ExperimentConfig:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    alignment: AlignmentConfig = AlignmentConfig()
+
+
+# ---------------------------------------------------------------- value rules
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What values one config field accepts: a numeric range (each bound open or closed; NaN and ±inf are refused
+    whenever a bound is set), extra allowed values outside it, or a set of choices. `Rule()` is free text."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+    also: tuple[Any, ...] = ()  # values accepted besides the range (e.g. -1 = "the rest" for a mesh axis)
+
+    def violation(self, value: Any) -> Optional[str]:
+        """Why `value` is refused, or None."""
+        if value in self.also:
+            return None
+        if self.choices:
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}"
+        if self.low is None and self.high is None:
+            return None
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return self._describe()
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return self._describe()
+        return None
+
+    def _describe(self) -> str:
+        low = "" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+        high = "∞)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+        extra = f" or {', '.join(map(str, self.also))}" if self.also else ""
+        return f"must be in {low or '(-∞'}, {high}{extra}"
+
+
+def at_least(low: float, **kw: Any) -> Rule:
+    return Rule(low=low, **kw)
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(choices=choices)
+
+
+FREE = Rule()  # free text: a name, a path, a label
+DTYPES = ("float32", "bfloat16", "float16")
+TEMPLATE_NAMES = ("T1", "T2", "T3", "T4", "T5")  # alert_jax/data/templates.py TEMPLATES; config stays import-light
+_MESH_RULES = {axis: at_least(1, also=(-1,)) for axis in ("data", "fsdp", "tensor")}
+
+FIELD_RULES: dict[str, Rule] = {
+    "model.name": FREE, "model.dtype": one_of(*DTYPES), "model.param_dtype": one_of(*DTYPES),
+    "model.attention": one_of("xla", "cudnn", "splash", "splash_interpret"),  # model/attention.py IMPLEMENTATIONS
+    "model.remat": one_of("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),  # opt.REMAT_POLICIES
+    **{f"model.{rate}": Rule(low=0, high=1, high_open=True)
+       for rate in ("dropout", "attention_dropout", "activation_dropout")},
+    "model.seed": at_least(0),
+    **{f"mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
+    "optim.learning_rate": at_least(0), "optim.warmup_steps": at_least(0),
+    "optim.end_lr_ratio": Rule(low=0, high=1), "optim.weight_decay": at_least(0),
+    "optim.beta1": Rule(low=0, high=1, high_open=True), "optim.beta2": Rule(low=0, high=1, high_open=True),
+    "optim.eps": at_least(0, low_open=True), "optim.clip_norm": at_least(0, low_open=True),
+    "optim.grad_accum_steps": at_least(1),
+    "data.suite": FREE, "data.validation_suite": FREE, "data.data_root": FREE, "data.tfds_dir": FREE,
+    "data.variant": one_of("ft", "cot"), "data.tokenizer": FREE, "data.vocab_size": at_least(8),
+    "data.examples_per_task": at_least(0), "data.validation_fraction": Rule(low=0, high=1, high_open=True),
+    "data.mixture": at_least(0),  # each source's cap
+    "data.masked_thought_rate": Rule(low=0, high=1, high_open=True),
+    "train.steps": at_least(1), "train.batch_size": at_least(1), "train.seq_len": at_least(2),
+    "train.seed": at_least(0), "train.log_every": at_least(1), "train.eval_every": at_least(1),
+    "train.eval_batches": at_least(0),  # 0 = every validation row
+    "train.checkpoint_every": at_least(1), "train.keep_checkpoints": at_least(1),
+    "train.on_nonfinite": one_of("stop", "skip"),
+    "train.select_by": one_of("dev_perplexity", "dev_rouge_l"),  # alert_jax/train/selection.py SELECT_BY
+    "train.objective": one_of("sft", "aft", "rrhf", "dpo"),  # alert_jax/train/objectives.py OBJECTIVES
+    "alignment.samples": FREE, "alignment.k": Rule(low=1, high=16),  # objectives.SEGMENT_SLOTS samples per row
+    "alignment.temperature": at_least(0), "alignment.top_p": Rule(low=0, high=1, low_open=True),
+    "alignment.max_new_tokens": at_least(1), "alignment.batch_size": at_least(1), "alignment.seed": at_least(0),
+    "alignment.max_questions_per_task": at_least(0),
+    "alignment.constraint": one_of("dc", "bc", "none"),  # objectives.CONSTRAINTS
+    "alignment.boundary": at_least(0), "alignment.boundary_weight": at_least(0),
+    "alignment.alignment_weight": at_least(0), "alignment.beta": at_least(0, low_open=True),
+    "eval.suite": FREE, "eval.templates": one_of(*TEMPLATE_NAMES), "eval.max_new_tokens": at_least(1),
+    "eval.batch_size": at_least(1), "eval.max_examples_per_task": at_least(0), "eval.temperature": at_least(0),
+    "eval.top_p": Rule(low=0, high=1, low_open=True), "eval.seed": at_least(0), "eval.stop_strings": FREE,
+    "eval.dtype": one_of(*DTYPES), "eval.tokenizer": FREE, "eval.data_root": FREE, "eval.tfds_dir": FREE,
+    "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE, "eval.instance_seed": at_least(0),
+    "eval.prompting": one_of("zero_shot", "few_shot", "few_shot_explained"),  # evaluate.py PROMPTING_MODES
+    "eval.shots": at_least(1),
+    **{f"eval.mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
+}
+
+
+def check_value(key: str, value: Any) -> None:
+    """Apply `FIELD_RULES[key]` to a field's value (each item of a tuple field, each value of a mapping field),
+    naming the key when it fails."""
+    rule = FIELD_RULES.get(key)
+    if rule is None or value is None or isinstance(value, bool):  # None: an Optional field's "not set"
+        return
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+    for item in items:
+        problem = rule.violation(item)
+        if problem:
+            raise ConfigError(f"{key}={item!r}: {problem}")
+
+
+def validate(config: Any, prefix: str = "") -> Any:
+    """Check every field of a config dataclass (recursively) against `FIELD_RULES`; returns `config`.
+
+    `prefix` is the section the dataclass sits at (`"eval"` for a standalone EvalConfig).
+    """
+    for f in dataclasses.fields(config):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, key)
+        else:
+            check_value(key, value)
+    return config
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -181,7 +334,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(map(str, set(values) - names))
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]!s} (known: {', '.join(sorted(names))})")
@@ -189,6 +342,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key)
+        check_value(key, kwargs[name])
     base = cls()
     return dataclasses.replace(base, **kwargs)
 
@@ -208,7 +362,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key.strip()}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
     return key.strip(), value
 
 
@@ -222,6 +379,8 @@ def load_config(path: str | Path | None = None, overrides: Optional[list[str]] =
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         values = loaded or {}

@@ -10,6 +10,11 @@ the command skips finished work):
      (rationale + "The answer is …"), each checkpoint chosen by development-set perplexity;
   4. evaluating pretrained, FT and CoT on the synthetic suite under the experiment's templates;
   5. vocabulary overlap between the finetuning corpus and each evaluation task, and the report.
+
+`--recipe aft` is alignment fine-tuning (Wang et al. 2023) in miniature instead: stages 1–2, then CoT finetuning,
+`alert-jax sample` on the CoT model's training questions, AFT from the CoT model on those samples (the study's
+`align` stage), evaluation of CoT and AFT, their pairwise ranking accuracy on the samples
+(alert_jax/analysis/assessment.py), and the report with both side by side.
 """
 from __future__ import annotations
 
@@ -28,17 +33,20 @@ from alert_jax.shipped import CONFIGS_DIR
 from alert_jax.workdir import RunDir
 
 DEMO_STUDY = CONFIGS_DIR / "studies" / "demo.yaml"
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "finetune", "align")
 VARIANTS = ("ft", "cot")
+RECIPES = ("alert", "aft")
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoPlan:
     """The demo's stage configs, fully resolved: `pretrain` trains the base model, `finetune` is run once per
-    variant from it (its model name is the base model's label in the report, its `eval` section the evaluation)."""
+    variant from it (its model name is the base model's label in the report, its `eval` section the evaluation),
+    `align` samples from the CoT model and aligns it (`--recipe aft`)."""
 
     pretrain: ExperimentConfig
     finetune: ExperimentConfig
+    align: ExperimentConfig
 
 
 def demo_plan(quick: bool = False, overrides: Sequence[str] = (), study: str | Path = DEMO_STUDY) -> DemoPlan:
@@ -133,34 +141,85 @@ def _overlap(workdir: Path, cfg: ExperimentConfig) -> None:
     write_overlap_json(vocabulary_overlap([p + " " + t for p, t in train], tasks), workdir / "overlap.json")
 
 
-def run_demo(workdir: str | Path, plan: DemoPlan | None = None) -> Path:
-    """Run every stage of `plan` (default: the shipped study as it is) into `workdir`; returns the report path."""
-    from alert_jax.analysis.report import write_report
-    from alert_jax.config import eval_config_for
-    from alert_jax.data.tokenizer import SentencePieceTokenizer
-    from alert_jax.evaluate import evaluate
-
-    plan = plan or demo_plan()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+def _prepare_tokenizer(workdir: Path, plan: DemoPlan) -> Path:
     tokenizer = workdir / "tokenizer"
     if not tokenizer.exists():
+        from alert_jax.data.tokenizer import SentencePieceTokenizer
+
         _stage("training the sentencepiece tokenizer on the synthetic corpus")
         corpus = world_corpus(plan.finetune.data.examples_per_task)
         SentencePieceTokenizer.train(corpus, vocab_size=plan.finetune.data.vocab_size, seed=0).save(tokenizer)
+    return tokenizer
+
+
+def _pretrain_and_finetune(workdir: Path, plan: DemoPlan, tokenizer: Path, variants: Sequence[str]) -> ExperimentConfig:
+    """Stages 2–3 for `variants`; returns the finetuning config (whose evaluation labels every variant)."""
     pretrain = _with(plan.pretrain, tokenizer=str(tokenizer))
     _stage(f"pretraining {pretrain.model.name} on narrative text ({pretrain.train.steps} steps)")
     _train(pretrain, workdir / "pretrained")
     finetune = _with(plan.finetune, tokenizer=str(tokenizer))
-    for variant in VARIANTS:
+    for variant in variants:
         _stage(f"finetuning the {variant.upper()} variant ({finetune.train.steps} steps)")
         _train(_with(finetune, model=str(workdir / "pretrained"), variant=variant), workdir / variant)
+    return finetune
+
+
+def _evaluate(workdir: Path, finetune: ExperimentConfig, variants: Sequence[str]) -> Path:
+    from alert_jax.config import eval_config_for
+    from alert_jax.evaluate import evaluate
+
     evaluation = workdir / "eval"
-    for variant in ("pretrained", *VARIANTS):
+    for variant in variants:
         cfg = eval_config_for(finetune, variant)  # labelled by the base model: opt-tiny/pretrained, /ft, /cot
         _stage(f"evaluating {variant} on the {cfg.suite} suite with {','.join(cfg.templates)}")
         evaluate(str(workdir / variant), cfg, evaluation)
+    return evaluation
+
+
+def run_demo(workdir: str | Path, plan: DemoPlan | None = None, recipe: str = "alert") -> Path:
+    """Run every stage of `plan` (default: the shipped study as it is) for `recipe` into `workdir`; returns the
+    report path."""
+    from alert_jax.analysis.report import write_report
+
+    if recipe not in RECIPES:
+        raise ConfigError(f"demo recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+    plan = plan or demo_plan()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _prepare_tokenizer(workdir, plan)
+    if recipe == "aft":
+        finetune = _pretrain_and_finetune(workdir, plan, tokenizer, ("cot",))
+        _align(workdir, plan, tokenizer)
+        evaluation = _evaluate(workdir, finetune, ("cot", "aft"))
+        _assess(workdir, plan, evaluation, tokenizer, ("cot", "aft"))
+    else:
+        finetune = _pretrain_and_finetune(workdir, plan, tokenizer, VARIANTS)
+        evaluation = _evaluate(workdir, finetune, ("pretrained", *VARIANTS))
     _overlap(evaluation, finetune)
     report = write_report([evaluation], workdir / "report")
     _stage(f"report written to {report}")
     return report
+
+
+def _align(workdir: Path, plan: DemoPlan, tokenizer: Path) -> None:
+    """Sample k CoTs per training question from the CoT model, then align it on them (`train.objective`)."""
+    from alert_jax.sampling import sample
+
+    align = _with(plan.align, model=str(workdir / "cot"), tokenizer=str(tokenizer))
+    align = dataclasses.replace(align, alignment=dataclasses.replace(align.alignment, samples=str(workdir / "samples")))
+    _stage(f"sampling {align.alignment.k} CoTs per training question at temperature {align.alignment.temperature}")
+    sample(str(workdir / "cot"), align, workdir / "samples")
+    _stage(f"aligning the CoT model ({align.train.objective}, constraint {align.alignment.constraint}, "
+           f"{align.train.steps} steps)")
+    _train(align, workdir / "aft")
+
+
+def _assess(workdir: Path, plan: DemoPlan, evaluation: Path, tokenizer: Path, variants: Sequence[str]) -> None:
+    """Pairwise ranking accuracy of each variant on the CoT model's samples, into `evaluation/assessment.json`."""
+    from alert_jax.sampling import assess
+
+    cfg = _with(plan.align, tokenizer=str(tokenizer))
+    for variant in variants:
+        measure = assess(str(workdir / variant), f"{plan.finetune.model.name}/{variant}", workdir / "samples",
+                         evaluation, cfg)
+        _stage(f"{variant}: pairwise ranking accuracy {measure['pair_accuracy']:.3f} over {measure['pairs']} pairs")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from alert_jax.analysis.report import SCORES_FILE
+from alert_jax.atomic import write_text
 from alert_jax.config import EvalConfig
 from alert_jax.data.example import Example, Task
 from alert_jax.data.selection import demonstration_pool, evaluated_instances, shots_for
@@ -126,32 +127,24 @@ def templates_of(cfg: EvalConfig) -> tuple[str, ...]:
     return cfg.templates
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a reader (or a crash) sees the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _checked_record(line: str, where: str) -> dict[str, Any]:
+def _checked_record(line: str, where: str, required: Sequence[str]) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise EvaluateError(f"{where}: invalid JSON: {error.msg}") from error
     if not isinstance(record, dict):
         raise EvaluateError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    missing = [k for k in _RECORD_FIELDS if k not in record]
+    missing = [k for k in required if k not in record]
     if missing:
         raise EvaluateError(f"{where}: missing key {missing[0]!r}")
     return record
 
 
-def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
-    """The committed records of a generations file, dropping a cut-short last line (and, with `repair`, removing
-    it from disk: only the process that writes the file repairs it)."""
+def read_generations(path: Path, *, repair: bool = True, required: Sequence[str] = _RECORD_FIELDS
+                     ) -> list[dict[str, Any]]:
+    """The committed records of a generations file (or any JSON-lines file appended the same way, each record
+    holding the `required` keys), dropping a cut-short last line (and, with `repair`, removing it from disk: only
+    the process that writes the file repairs it)."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -159,10 +152,10 @@ def read_generations(path: Path, *, repair: bool = True) -> list[dict[str, Any]]
         data = data[: data.rfind(b"\n") + 1]  # rfind = -1 when the only line is partial: keeps nothing
         if repair:
             logger.warning("%s: dropping a last line cut short by an interrupted run", path)
-            _write_atomically(path, data.decode("utf-8"))
+            write_text(path, data.decode("utf-8"))
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
     lines = data.decode("utf-8").split("\n")
-    return [_checked_record(line, f"{path}:{n}") for n, line in enumerate(lines, start=1) if line.strip()]
+    return [_checked_record(line, f"{path}:{n}", required) for n, line in enumerate(lines, start=1) if line.strip()]
 
 
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -245,7 +238,7 @@ def evaluate(model: str | Path, cfg: EvalConfig, workdir: str | Path) -> Path:
     if not writer:
         return scores_path
     rows = score_rows(read_generations(generations_path))
-    _write_atomically(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text(scores_path, "".join(json.dumps(row) + "\n" for row in rows))
     logger.info("wrote %d score rows to %s", len(rows), scores_path)
     return scores_path
 

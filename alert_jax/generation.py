@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -375,3 +375,25 @@ def generate_text(model: Model, tokenizer: "Tokenizer", prompts: Sequence[str], 
 def _cut_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
     cuts = [text.find(s) for s in stop_strings if s in text]
     return text[: min(cuts)] if cuts else text
+
+
+def compile_ahead_of_time(module: OPTForCausalLM, params: Any, mesh: Mesh, batch: int, prompt: int,
+                          max_new_tokens: int) -> tuple[Any, Any]:
+    """(prefill, greedy decode) compiled for abstract `params` (ShapeDtypeStructs with shardings) and a
+    [batch, prompt] prompt — the programs `generate` would run, built without allocating a parameter, so the
+    planner (alert_jax/plan.py) can read their memory use for models larger than this machine."""
+    rows = _rows_sharding(mesh, batch)
+    prompt_spec = jax.ShapeDtypeStruct((batch, prompt), jnp.int32, sharding=rows)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sampling = _Sampling(jax.ShapeDtypeStruct((module.cfg.vocab_size,), jnp.bool_, sharding=replicated),
+                         jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated),
+                         jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated),
+                         jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated))
+    with logical_sharding(mesh, DEFAULT_RULES):
+        prefill = _prefill_program(module).lower(params, prompt_spec, prompt_spec,
+                                                 new_slots=bucket_length(max_new_tokens)).compile()
+        state = jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+                             prefill.out_info, prefill.output_shardings)
+        limit = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+        decode = _decode_program(module, _GREEDY).lower(params, state, limit, sampling).compile()
+    return prefill, decode

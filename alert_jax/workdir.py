@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from alert_jax.atomic import recover, write_text
 from alert_jax.errors import AlertJaxError
 
 BEST_RECORD = "best.json"
@@ -58,9 +58,7 @@ def stamp_cache(directory: Path, inputs: Mapping[str, Any]) -> None:
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def check_contract(path: Path, contract: Mapping[str, Any]) -> None:
@@ -148,4 +146,5 @@ class RunDir:
 
     def best_model(self) -> Path | None:
         """The best model directory, if training has selected one (what `load_model(workdir)` resolves to)."""
+        recover(self.best)  # a swap killed between its renames leaves the previous best aside
         return self.best if self.best_record.exists() else None

@@ -6,7 +6,7 @@ data x fsdp) and compiled; XLA's `memory_analysis()` then says what one device w
 is ever materialised, so this runs on a laptop. The 8 devices are simulated host devices, so this script
 sets XLA_FLAGS itself before jax is imported.
 
-    python benchmarks/bench_memory.py [--preset opt-1.3b --seq 2048 --per-device-batch 1 --remat]
+    python benchmarks/bench_memory.py [--preset opt-1.3b --seq 2048 --per-device-batch 1 --remat full --scan-layers]
 """
 from __future__ import annotations
 
@@ -81,10 +81,11 @@ def optimizer_shardings(tx: optax.GradientTransformation, params: Any, opt_layou
     return optimizer_state_shardings(tx, params, shardings, jax.tree.leaves(params)[0].sharding.mesh)
 
 
-def analyse(preset: str, devices: int, seq: int, per_device_batch: int, remat: bool, opt_layout: str) -> MemoryReport:
+def analyse(preset: str, devices: int, seq: int, per_device_batch: int, remat: str, opt_layout: str,
+            scan_layers: bool = False) -> MemoryReport:
     cfg = get_preset(preset)
     mesh = make_mesh(MeshConfig(data=1, fsdp=devices, tensor=1), jax.devices()[:devices])
-    module = OPTForCausalLM(cfg, RuntimeOptions(remat=remat))
+    module = OPTForCausalLM(cfg, RuntimeOptions(remat=remat, scan_layers=scan_layers))
     tx = make_optimizer(OptimConfig(), total_steps=1000)
     replicated = NamedSharding(mesh, PartitionSpec())
     with logical_sharding(mesh, DEFAULT_RULES):
@@ -120,13 +121,16 @@ def main() -> None:
     parser.add_argument("--preset", default="opt-1.3b")
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--per-device-batch", type=int, default=1)
-    parser.add_argument("--remat", action="store_true", help="rematerialise each decoder layer")
+    parser.add_argument("--remat", default="none", help="model.remat policy for each decoder layer")
+    parser.add_argument("--scan-layers", action="store_true",
+                        help="layers under nn.scan (on XLA:CPU remat only lowers temporaries with it)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
     reports = []
     for devices, layout in ((1, "like_params"), (8, "propagated"), (8, "like_params")):
-        report = analyse(args.preset, devices, args.seq, args.per_device_batch, args.remat, layout)
+        report = analyse(args.preset, devices, args.seq, args.per_device_batch, args.remat, layout,
+                          args.scan_layers)
         print(report, flush=True)
         reports.append(report)
     one, propagated, eight = reports
@@ -143,7 +147,7 @@ def main() -> None:
         f"nothing materialised; 8 simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8), "
         f"jax {jax.__version__}",
         f"- model: {args.preset} ({cfg.num_params() / 1e9:.2f} B params), fp32 params and AdamW state "
-        f"(params + mu + nu), remat={args.remat}; seq {args.seq}, {args.per_device_batch} row(s) per device "
+        f"(params + mu + nu), remat={args.remat!r}, scan_layers={args.scan_layers}; seq {args.seq}, {args.per_device_batch} row(s) per device "
         f"(global batch = {args.per_device_batch} x devices); state donated",
         "",
         "| devices | AdamW moments laid out | params+opt state GiB | arguments GiB | outputs GiB | aliased GiB | temporaries GiB | "

@@ -10,11 +10,13 @@ process, taking turns step by step:
 * PyTorch: forward with `labels` (the same shifted mean loss), backward, `clip_grad_norm_(1.0)` and
   `torch.optim.AdamW.step()`, `zero_grad()` — what the HF Trainer does with `max_grad_norm=1.0`.
 
-The step-0 losses of both sides are printed as a check that they compute the same thing. Our first call
-(compile + one step) is reported separately; throughput is the median over the timed steps after warm-up.
-Appends a section to benchmarks/RESULTS.md unless --no-write.
+Every shape in `--shapes` (rows x tokens, the same tokens per step) is timed side by side, so the table
+shows how each side's step time grows with the sequence length (#12: the attention work grows like T², the
+rest like T). The step-0 losses of both sides are printed as a check that they compute the same thing. Our
+first call (compile + one step) is reported separately; throughput is the median over the timed steps after
+warm-up. Appends a section to benchmarks/RESULTS.md unless --no-write.
 
-    python benchmarks/bench_train_step.py [--layers 4 --batch 4 --seq 256 --steps 10 --attention xla]
+    python benchmarks/bench_train_step.py [--layers 4 --shapes 8x256,4x512,2x1024,1x2048 --steps 10]
 
 Run it without XLA_FLAGS forcing several host devices: this measures one CPU device using every core.
 """
@@ -75,95 +77,96 @@ def time_steps(fns: list[Callable[[], None]], steps: int) -> list[list[float]]:
     return times
 
 
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per side, after one warm-up step")
-    parser.add_argument("--attention", default="xla", choices=("xla", "dot_product"))
+    parser.add_argument("--shapes", default="8x256,4x512,2x1024,1x2048", help="comma-separated BATCHxSEQ")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per side and shape, after a warm-up step")
+    parser.add_argument("--attention", default="xla", help="model.attention for alert_jax")
+    parser.add_argument("--remat", default="none", help="model.remat for alert_jax")
+    parser.add_argument("--scan-layers", action="store_true", help="model.scan_layers for alert_jax")
     parser.add_argument("--skip-torch", action="store_true", help="time only alert_jax (for quick variants)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
+    shapes = parse_shapes(args.shapes)
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     torch.manual_seed(0)
-    config = transformers.OPTConfig(  # opt-125m's shape, random weights, no dropout (ours has none)
+    config = transformers.OPTConfig(  # opt-125m's shape, random weights, no dropout on either side
         vocab_size=50272, hidden_size=768, num_hidden_layers=args.layers, num_attention_heads=12, ffn_dim=3072,
         max_position_embeddings=2048, word_embed_proj_dim=768, do_layer_norm_before=True, dropout=0.0,
         attention_dropout=0.0, layerdrop=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
     )
     hf_model = transformers.OPTForCausalLM(config).train()
+    runtime = RuntimeOptions(attention=args.attention, remat=args.remat, scan_layers=args.scan_layers)
     with tempfile.TemporaryDirectory() as tmp:
         hf_model.save_pretrained(tmp)
-        model = alert_jax.load_model(tmp)
-    ids = np.random.RandomState(0).randint(4, config.vocab_size, (args.batch, args.seq)).astype(np.int64)
-    tokens = args.batch * args.seq
-
-    # --- alert_jax -------------------------------------------------------------------------------------
-    module = OPTForCausalLM(model.config, RuntimeOptions(attention=args.attention))
+        model = alert_jax.load_model(tmp, runtime=runtime)
+    module = OPTForCausalLM(model.config, runtime)
     tx = make_optimizer(OPTIM, total_steps=1000)
     state = TrainState(jnp.zeros((), jnp.int32), model.params, tx.init(model.params))
     step_fn = jax.jit(make_train_step(module, tx), donate_argnums=0)
-    batch = dense_lm_batch(ids)
-    start = time.perf_counter()
-    state, metrics = step_fn(state, batch)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    our_loss0 = float(metrics["loss"])
-
-    def ours() -> None:
-        nonlocal state
-        state, m = step_fn(state, batch)
-        jax.block_until_ready(m)
-
-    ours()  # warm-up
-    if args.skip_torch:
-        ours_s = statistics.median(time_steps([ours], args.steps)[0])
-        print(f"alert_jax: compile+first step {compile_s:.2f}s, median step {ours_s:.3f}s, "
-              f"{tokens / ours_s:.1f} tok/s, loss0 {our_loss0:.5f}")
-        return
-
-    # --- PyTorch ---------------------------------------------------------------------------------------
     opt = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM.learning_rate, betas=(OPTIM.beta1, OPTIM.beta2),
                             eps=OPTIM.eps, weight_decay=OPTIM.weight_decay)
-    torch_ids = torch.tensor(ids)
-    losses = []
+    load_before = os.getloadavg()[0]
+    rows = []
+    for batch_size, seq in shapes:
+        ids = np.random.RandomState(0).randint(4, config.vocab_size, (batch_size, seq)).astype(np.int64)
+        batch, torch_ids = dense_lm_batch(ids), torch.tensor(ids)
+        losses = {"ours": [], "torch": []}
 
-    def theirs() -> None:
-        loss = hf_model(input_ids=torch_ids, labels=torch_ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf_model.parameters(), OPTIM.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        def ours() -> None:
+            nonlocal state
+            state, m = step_fn(state, batch)
+            losses["ours"].append(float(m["loss"]))  # waits for the step
 
-    theirs()  # warm-up (allocates AdamW state)
-    ours_times, torch_times = time_steps([ours, theirs], args.steps)
-    ours_s, torch_s = statistics.median(ours_times), statistics.median(torch_times)
-    ours_tps, torch_tps = tokens / ours_s, tokens / torch_s
-    print(f"torch: median step {torch_s:.3f}s, {torch_tps:.1f} tok/s, loss0 {losses[0]:.5f}", flush=True)
+        def theirs() -> None:
+            loss = hf_model(input_ids=torch_ids, labels=torch_ids).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(hf_model.parameters(), OPTIM.clip_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses["torch"].append(loss.item())
+
+        start = time.perf_counter()
+        ours()
+        compile_s = time.perf_counter() - start
+        sides = [ours] if args.skip_torch else [ours, theirs]
+        for side in sides[1:]:
+            side()  # warm-up (allocates AdamW state)
+        times = [statistics.median(t) for t in time_steps(sides, args.steps)]
+        row = {"shape": f"{batch_size}x{seq}", "tokens": batch_size * seq, "compile_s": compile_s,
+               "ours_s": times[0], "torch_s": times[1] if len(times) > 1 else float("nan"),
+               "loss0": (losses["ours"][0], losses["torch"][0] if losses["torch"] else float("nan"))}
+        rows.append(row)
+        print(f"{row['shape']}: alert_jax {row['ours_s']:.3f}s/step (first call {compile_s:.1f}s), torch "
+              f"{row['torch_s']:.3f}s/step, ratio {row['torch_s'] / row['ours_s']:.2f}x", flush=True)
+    load_after = os.getloadavg()[0]
 
     lines = [
-        f"## Training step on CPU: alert_jax vs PyTorch ({datetime.date.today().isoformat()})",
+        f"## Training step on CPU by sequence length: alert_jax vs PyTorch ({datetime.date.today().isoformat()})",
         "",
         f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}",
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; 1-min load average {load_before:.1f} before, "
+        f"{load_after:.1f} after (a shared machine: ratios are more trustworthy than absolute times)",
         f"- model: random OPT, opt-125m shape with {args.layers} layers (hidden 768, 12 heads, ffn 3072, "
-        f"vocab 50272), float32 params, activations and AdamW state; attention={args.attention!r}",
-        f"- workload: batch {args.batch} x {args.seq} random tokens, dense LM loss; forward + backward + "
-        f"clip-by-global-norm(1.0) + AdamW; median of {args.steps} steps per side after one warm-up step, sides taking turns",
-        f"- step-0 loss: alert_jax {our_loss0:.5f}, PyTorch {losses[0]:.5f} (same weights, same tokens)",
-        f"- alert_jax first call (compile + one step): {compile_s:.2f} s (excluded below)",
+        f"vocab 50272), float32 params, activations and AdamW state; alert_jax attention={args.attention!r}, "
+        f"remat={args.remat!r}, scan_layers={args.scan_layers}",
+        f"- workload: random tokens, dense LM loss; forward + backward + clip-by-global-norm(1.0) + AdamW; median "
+        f"of {args.steps} steps per side after one warm-up step, sides taking turns step by step; same weights and "
+        f"tokens (step-0 losses below)",
         "",
-        "| implementation | s/step (median) | tokens/s |",
-        "|---|---|---|",
-        f"| transformers OPTForCausalLM + torch.optim.AdamW ({cores} threads) | {torch_s:.3f} | {torch_tps:.1f} |",
-        f"| alert_jax `make_train_step` (jit, state donated) | {ours_s:.3f} | {ours_tps:.1f} |",
-        "",
-        f"Ratio alert_jax / PyTorch: **{ours_tps / torch_tps:.2f}×** tokens/s.",
+        "| batch x seq | alert_jax s/step | PyTorch s/step | alert_jax / PyTorch tokens/s | alert_jax first call s "
+        "| step-0 loss (ours / torch) |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['shape']} | {r['ours_s']:.3f} | {r['torch_s']:.3f} | **{r['torch_s'] / r['ours_s']:.2f}x** | "
+          f"{r['compile_s']:.1f} | {r['loss0'][0]:.4f} / {r['loss0'][1]:.4f} |" for r in rows),
         "",
     ]
     publish(lines, args.no_write)

@@ -20,6 +20,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "alert_jax_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# ... and the CLI's cache (alert_jax/compile_cache.py) is that one too, never the user's ~/.cache.
+os.environ["ALERT_JAX_COMPILE_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import alert_jax
+from alert_jax.atomic import OutputExistsError
 from alert_jax.model.tensor_files import CheckpointFormatError, read_safetensors, write_safetensors
 
 torch = pytest.importorskip("torch")
@@ -140,7 +141,7 @@ def test_export_refuses_to_overwrite_and_leaves_no_partial_directory(tmp_path):
     target = tmp_path / "existing"
     target.mkdir()
     (target / "keep.txt").write_text("precious")
-    with pytest.raises(CheckpointFormatError):
+    with pytest.raises(OutputExistsError, match="existing: exists and is not empty"):
         alert_jax.save_hf(model, target)
     assert (target / "keep.txt").read_text() == "precious"
     broken = alert_jax.Model(model.config, {"decoder": {}})

@@ -67,6 +67,22 @@ def test_quick_and_set_override_the_study_in_order():
 
 def test_a_malformed_study_names_the_file_and_key(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text("experiment: demo.yaml\nstages: {pretrain: [], finetune: [steps]}\nquick: {pretrain: [], finetune: []}\n")
+    study.write_text("experiment: demo.yaml\nstages: {pretrain: [], finetune: [steps], align: []}\n"
+                     "quick: {pretrain: [], finetune: [], align: []}\n")
     with pytest.raises(ConfigError, match=r"study.yaml: stages.finetune: expected a list of KEY=VALUE"):
         demo_plan(study=study)
+
+
+@pytest.mark.slow
+def test_aft_recipe_runs_end_to_end_with_cot_and_aft_side_by_side(tmp_path, capsys):
+    """`alert-jax demo --recipe aft` in small: CoT → sample → AFT → evaluate both → assessment → report."""
+    small = demo_plan(overrides=[*SMALL, "align.alignment.max_questions_per_task=2", "align.alignment.max_new_tokens=8",
+                                 "align.train.batch_size=2"])
+    report = run_demo(tmp_path / "demo", small, recipe="aft")
+    text = report.read_text()
+    assert "opt-micro/cot" in text and "opt-micro/aft" in text and "opt-micro/ft" not in text
+    assessment = text.split("## Assessment", 1)[1]
+    assert "| opt-micro/cot |" in assessment and "| opt-micro/aft |" in assessment
+    samples = (tmp_path / "demo" / "samples" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 4 * 2 * small.align.alignment.k  # four synthetic finetuning tasks
+    assert "aligning the CoT model (aft, constraint dc" in capsys.readouterr().out

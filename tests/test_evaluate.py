@@ -55,9 +55,9 @@ def model_dir(tmp_path_factory) -> Path:
     corpus = [f"{t.definition}\n{ex.input} {ex.references[0]}" for _, t in _synthetic_eval_tasks()
               for ex in t.examples]
     tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=400)
-    tokenizer.save(directory / "tokenizer")
     config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=tokenizer.vocab_size)
-    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)
+    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
+    tokenizer.save(directory / "tokenizer")
     return directory
 
 

@@ -41,8 +41,10 @@ def test_alert_sweep_covers_sizes_variants_and_seeds(tmp_path: Path) -> None:
     assert len(runs) == 2 * 3 * 3
     by_name = {r.name: r for r in runs}
     big = by_name["13b-cot-s2"].config()
-    assert (big.model.name, big.train.batch_size, big.data.variant, big.train.seed) == ("opt-13b", 256, "cot", 2)
-    assert by_name["1.3b-ft-s0"].config().train.batch_size == 128
+    paper_batch = big.train.batch_size * big.optim.grad_accum_steps  # micro-batch x accumulation, as `plan` fits it
+    assert (big.model.name, paper_batch, big.data.variant, big.train.seed) == ("opt-13b", 256, "cot", 2)
+    small = by_name["1.3b-ft-s0"].config()
+    assert small.train.batch_size * small.optim.grad_accum_steps == 128
     assert not by_name["1.3b-pretrained-s1"].finetune and by_name["1.3b-cot-s1"].finetune
 
 

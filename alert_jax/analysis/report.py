@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from alert_jax.analysis.assessment import ASSESSMENT_FILE, assessment_section, load_assessment
 from alert_jax.analysis.compare import ALL_TASKS, overall, scaling_deltas, variant_deltas
 from alert_jax.analysis.gains import GainPoint, gain_correlations, gain_points
 from alert_jax.analysis.memorisation import template_gaps
@@ -91,6 +92,15 @@ def _read_runs(run_dirs: Sequence[Path]) -> tuple[list[ScoreRow], dict[str, floa
     if not rows:
         raise ReportInputError(f"no score rows in {', '.join(str(d) for d in run_dirs) or 'no run dirs'}")
     return rows, overlap
+
+
+def _read_assessments(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
+    """label → assessment measure from the runs' `assessment.json` files (later runs win)."""
+    entries: dict[str, dict[str, float]] = {}
+    for run_dir in map(Path, run_dirs):
+        if (run_dir / ASSESSMENT_FILE).is_file():
+            entries.update(load_assessment(run_dir / ASSESSMENT_FILE))
+    return entries
 
 
 def _columns(systems: Sequence[System]) -> list[tuple[System, str]]:
@@ -315,6 +325,12 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, overlap: Mapping[str, 
         "## Figures\n",
         "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
     ]
+    assessment = _read_assessments(run_dirs)
+    if assessment:
+        parts += ["## Assessment: pairwise ranking accuracy of sampled CoTs\n",
+                  "How often a model scores a correct sampled chain of thought above a wrong one for the same "
+                  "question (length-normalised log-likelihood; 0.5 = chance), see `alert_jax/analysis/assessment.py`.\n",
+                  assessment_section(assessment)]
     report = out_dir / "report.md"
     report.write_text("\n".join(parts), encoding="utf-8")
     return report

@@ -12,15 +12,21 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from alert_jax import compile_cache
 from alert_jax.errors import AlertJaxError
 
-VERBS = ("demo", "finetune", "evaluate", "report", "convert", "data", "sweep")
+VERBS = ("demo", "finetune", "evaluate", "sample", "report", "convert", "data", "sweep", "plan")
 EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alert-jax", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--compile-cache-dir", metavar="DIR",
+                        help="persistent XLA compilation cache (default: $ALERT_JAX_COMPILE_CACHE, "
+                             "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/alert_jax/jax_cache)")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile everything afresh and store nothing (also ALERT_JAX_COMPILE_CACHE=off)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for verb in VERBS:
         importlib.import_module(f"alert_jax.cli.{verb}").register(subparsers)
@@ -31,6 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    compile_cache.configure(args.compile_cache_dir, disabled=args.no_compile_cache)
     try:
         return int(args.func(args) or 0)
     except AlertJaxError as exc:

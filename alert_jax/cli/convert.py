@@ -5,10 +5,12 @@ import argparse
 
 
 def _run(args: argparse.Namespace) -> int:
+    from alert_jax.atomic import refuse_existing
     from alert_jax.model.io import load_model, save_hf, save_model
     from alert_jax.model.model import Model
     from alert_jax.model.convert import load_metaseq
 
+    refuse_existing(args.out, args.overwrite)  # before minutes of loading, not after
     if args.source_format == "metaseq":
         config, params = load_metaseq(args.source, num_attention_heads=args.num_heads)
         model = Model(config, params)
@@ -17,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.to == "hf":
         out = save_hf(model, args.out, overwrite=args.overwrite)
     else:
-        out = save_model(model, args.out)
+        out = save_model(model, args.out, overwrite=args.overwrite)
     print(out)
     return 0
 
@@ -29,6 +31,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--to", choices=("hf", "alert_jax"), default="hf")
     parser.add_argument("--source-format", choices=("auto", "metaseq"), default="auto")
     parser.add_argument("--num-heads", type=int, help="attention heads, for metaseq files whose cfg lacks them")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory (HF export)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out directory (written beside it, then swapped in)")
     parser.set_defaults(func=_run)
     return parser

@@ -8,9 +8,10 @@ import json
 def _run(args: argparse.Namespace) -> int:
     from alert_jax.config import load_config
     from alert_jax.train.loop import finetune
+    from alert_jax.train.metrics_log import strict_record
 
     cfg = load_config(args.config, args.set)
-    print(json.dumps(finetune(cfg, args.workdir)))
+    print(json.dumps(strict_record(finetune(cfg, args.workdir)), allow_nan=False))
     return 0
 
 

@@ -243,3 +243,40 @@ def batches(
         begin = step * batch_size + shard_index * local
         picked = order[begin:begin + local]
         yield {name: array[picked] for name, array in rows.items()}
+
+
+def pack_groups(examples: Sequence[TokenizedExample], group_sizes: Sequence[int], seq_len: int,
+                max_segments: int) -> tuple[Packed, list[list[int]]]:
+    """Pack examples so that each group (consecutive runs of `group_sizes` examples: one question's samples)
+    lies whole in one row — the ranking objectives compare a question's samples within a row.
+
+    Groups are placed in order, each into the current row while it fits (`seq_len` columns, `max_segments`
+    segments), else into a new row; over-long examples are truncated as `pack` does. Returns the rows and,
+    per row, the group index of each of its segments.
+    """
+    if sum(group_sizes) != len(examples):
+        raise PackingError(f"group sizes add up to {sum(group_sizes)}, not the {len(examples)} examples")
+    row_groups: list[list[int]] = []
+
+    def assign(lengths: Sequence[int]) -> list[list[int]]:
+        rows: list[list[int]] = []
+        used = seq_len
+        start = 0
+        for group, size in enumerate(group_sizes):
+            members = list(range(start, start + size))
+            need = sum(lengths[i] for i in members)
+            if need > seq_len or size > max_segments:
+                raise PackingError(f"group {group}: {size} examples of {need} tokens do not fit one row of "
+                                   f"{seq_len} tokens and {max_segments} segments (raise train.seq_len or lower "
+                                   "alignment.k / alignment.max_new_tokens)")
+            if not rows or used + need > seq_len or len(rows[-1]) + size > max_segments:
+                rows.append([])
+                row_groups.append([])
+                used = 0
+            rows[-1] += members
+            row_groups[-1] += [group] * size
+            used += need
+            start += size
+        return rows
+
+    return _build(examples, seq_len, "truncate", assign), row_groups

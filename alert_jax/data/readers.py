@@ -98,6 +98,16 @@ def _get(record: Any, key: str, kind: type | tuple[type, ...], where: _Where) ->
     return value
 
 
+def _ident(record: dict, key: str, where: _Where, default: str) -> str:
+    """An optional identifier field: a string or an integer (stringified), `default` when absent or empty."""
+    value = record.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise where.at(key).error(f"expected str or int, got {type(value).__name__}")
+    return str(value)
+
+
 def _str_list(record: dict, key: str, where: _Where, default: Optional[list] = None) -> list[str]:
     """A list of strings under `key` (a bare string counts as a one-element list)."""
     if default is not None and key not in record:
@@ -114,18 +124,37 @@ def _str_list(record: dict, key: str, where: _Where, default: Optional[list] = N
 # File formats
 
 
+def _parse_json(text: str, where: _Where) -> Any:
+    """`json.loads`, with every way untrusted text can fail — syntax, nesting deeper than Python's recursion limit,
+    an integer too long to convert — reported at `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Where(where.path, where.line + err.lineno - 1).error(
+            f"invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise where.error("invalid JSON (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer literal beyond sys.get_int_max_str_digits()
+        raise where.error(f"invalid JSON ({str(err).split(';')[0]})") from None
+
+
+def _undecodable(path: Path, line: int, err: UnicodeDecodeError) -> DataFormatError:
+    return _Where(path, line).error(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})")
+
+
 def _jsonl(path: Path) -> Iterator[tuple[_Where, dict]]:
     """Objects of a JSON-lines file, one per non-blank line, streamed."""
     seen = False
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported on its own line
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _undecodable(path, number, err) from None
             if not line.strip():
                 continue
             where = _Where(path, number)
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise where.error(f"invalid JSON ({err.msg} at column {err.colno})") from None
+            record = _parse_json(line.rstrip("\r\n"), where)
             if not isinstance(record, dict):
                 raise where.error(f"expected a JSON object, got {type(record).__name__}")
             seen = True
@@ -136,21 +165,29 @@ def _jsonl(path: Path) -> Iterator[tuple[_Where, dict]]:
 
 def _json(path: Path) -> Any:
     """A whole-file JSON document."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise _undecodable(path, err.object[:err.start].count(b"\n") + 1, err) from None
     if not text.strip():
         raise _Where(path, 1).error("empty file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _Where(path, err.lineno).error(f"invalid JSON ({err.msg} at column {err.colno})") from None
+    return _parse_json(text, _Where(path, 1))
 
 
 def _csv(path: Path) -> Iterator[tuple[_Where, dict]]:
-    """Rows of a CSV file with a header line, as dicts."""
+    """Rows of a CSV file with a header line, as dicts (a malformed or oversized field names its line)."""
     seen = False
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as err:  # the text layer decodes ahead: the line is where reading stopped
+                raise _undecodable(path, reader.line_num + 1, err) from None
+            except csv.Error as err:  # raised before the failing line is counted
+                raise _Where(path, reader.line_num + 1).error(f"malformed CSV ({err})") from None
             where = _Where(path, reader.line_num)
             if None in row:
                 raise where.error(f"row has more fields than the header ({len(reader.fieldnames or [])})")
@@ -165,9 +202,9 @@ def _records(path: Path) -> Iterator[tuple[_Where, dict]]:
     if path.suffix.lower() in (".csv", ".tsv"):
         yield from _csv(path)
         return
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         first = handle.read(4096).lstrip()[:1]
-    if first != "[":
+    if first != b"[":
         yield from _jsonl(path)
         return
     items = _json(path)
@@ -313,7 +350,7 @@ def read_cose(path: Path) -> Task:
         explanation = _get(record, "explanation", dict, where)
         examples.append(
             _multiple_choice(
-                "cose", record.get("id") or f"cose-{i}", _get(record, "question", str, where),
+                "cose", _ident(record, "id", where, f"cose-{i}"), _get(record, "question", str, where),
                 list(labelled.values()), labelled[key],
                 _get(explanation, "open-ended", str, where.at("explanation")),
             )
@@ -330,7 +367,7 @@ def read_ecqa(path: Path) -> Task:
             raise where.at("q_ans").error(f"{answer!r} is not one of the options")
         examples.append(
             _multiple_choice(
-                "ecqa", str(record.get("q_no") or f"ecqa-{i}"), _get(record, "q_text", str, where),
+                "ecqa", _ident(record, "q_no", where, f"ecqa-{i}"), _get(record, "q_text", str, where),
                 choices, answer, _get(record, "taskB", str, where),
             )
         )
@@ -355,7 +392,7 @@ def read_esnli(path: Path) -> Task:
                 answer=label,
                 choices=_NLI_LABELS,
                 source="esnli",
-                id=str(record.get("pairID") or f"esnli-{i}"),
+                id=_ident(record, "pairID", where, f"esnli-{i}"),
             )
         )
     return _generic_task("esnli", examples)
@@ -376,7 +413,7 @@ def read_strategyqa(path: Path) -> Task:
                 answer=answer,
                 choices=("yes", "no"),
                 source="strategyqa",
-                id=str(record.get("qid") or f"strategyqa-{i}"),
+                id=_ident(record, "qid", where, f"strategyqa-{i}"),
             )
         )
     return _generic_task("strategyqa", examples)
@@ -390,8 +427,8 @@ def _proof_rationale(record: dict, proofs: str) -> Optional[str]:
     first = proofs.split("OR")[0]
     texts: list[str] = []
     for name in dict.fromkeys(_PROOF_ITEM.findall(first)):
-        table = record.get("triples" if name.startswith("triple") else "rules") or {}
-        entry = table.get(name)
+        table = record.get("triples" if name.startswith("triple") else "rules")
+        entry = table.get(name) if isinstance(table, dict) else None
         if isinstance(entry, dict) and isinstance(entry.get("text"), str):
             texts.append(entry["text"].strip())
     return " ".join(texts) or None
@@ -409,7 +446,7 @@ def read_proofwriter(path: Path) -> Task:
     examples = []
     for where, record in _jsonl(path):
         theory = _get(record, "theory", str, where)
-        ident = str(record.get("id", f"line{where.line}"))
+        ident = _ident(record, "id", where, f"line{where.line}")
         questions = _get(record, "questions", (dict, list), where)
         keyed = questions.items() if isinstance(questions, dict) else enumerate(questions, start=1)
         for qid, question in keyed:
@@ -453,7 +490,7 @@ def read_coqa(path: Path) -> Task:
                     rationale=_get(answer, "span_text", str, a_where).strip() or None,
                     answer=a,
                     source="coqa",
-                    id=f"{story.get('id', i)}-{turn + 1}",
+                    id=f"{_ident(story, 'id', where, str(i))}-{turn + 1}",
                 )
             )
             dialogue += [f"Q: {q}", f"A: {a}"]

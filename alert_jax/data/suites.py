@@ -151,7 +151,7 @@ def _key(where: str, key: str) -> str:
 def _check_keys(mapping: Any, allowed: set[str], required: set[str], where: str) -> None:
     if not isinstance(mapping, dict):
         raise SuiteError(f"{where}: expected a mapping, got {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted(map(str, set(mapping) - allowed))
     if unknown:
         raise SuiteError(f"{_key(where, unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
     missing = sorted(required - set(mapping))
@@ -189,6 +189,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise SuiteError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError as err:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {err.start})") from None
     _check_keys(raw, _SUITE_KEYS, {"name", "tasks"}, str(path))
     tasks = tuple(_suite_task(t, f"{path}: tasks[{i}]") for i, t in enumerate(raw["tasks"]))
     seen: set[tuple[str, str]] = set()

@@ -19,14 +19,14 @@ no files.
 
 Atomicity: TFDS writes into an `incomplete.*` directory but leaves the builder/config folders and a
 `downloads/` folder behind when generation fails. We therefore build in a hidden sibling of
-`out_dir` and move the finished version directory into place with one `os.replace`; on any error
+`out_dir` and swap the finished version directory into place (`alert_jax.atomic`); on any error
 the temporary tree is removed and `out_dir` is left exactly as it was.
 """
 from __future__ import annotations
 
+from alert_jax.atomic import replace_dir
 from alert_jax.errors import AlertJaxError
 import dataclasses
-import os
 import re
 import shutil
 import tempfile
@@ -216,10 +216,7 @@ def _build(builder_cls: type, config: tfds.core.BuilderConfig, data_root: Option
         )
         built = Path(builder.data_dir)
         final = out_dir / built.relative_to(scratch)
-        if final.exists():  # a rebuild replaces the previous version only once the new one is complete
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(built, final)
+        replace_dir(built, final)  # a rebuild replaces the previous version only once the new one is complete
         return final
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -244,6 +241,9 @@ def build_finetune_mix(
     returns the version dir."""
     if variant not in ("ft", "cot"):
         raise BuildError(f"variant must be 'ft' or 'cot', got {variant!r}")
+    if isinstance(validation_percent, bool) or not isinstance(validation_percent, int) \
+            or not 0 <= validation_percent <= 100:
+        raise BuildError(f"--validation-percent {validation_percent!r}: expected an integer in [0, 100]")
     _check_data_root(suite, True, data_root)
     config = FinetuneMixConfig(
         name=finetune_config_name(suite, variant), variant=variant, suite=str(suite),

@@ -3,22 +3,21 @@
 One table (`hf_layout`) says where every HF tensor lives in our param tree and whether it is a
 transposed Linear weight; import and export both walk it, so the two directions cannot drift apart.
 Everything is validated from file headers (names, shapes) before any tensor is read, so a broken
-checkpoint fails fast with the offending tensor named, and export writes into a temporary directory
-that is renamed into place only when complete.
+checkpoint fails fast with the offending tensor named, and export writes beside its output and swaps it in
+complete (`alert_jax.atomic`).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
+from alert_jax.atomic import refuse_existing, staged_dir
 from alert_jax.model.presets import OPTConfig
 from alert_jax.model.tensor_files import (
     CheckpointFormatError,
@@ -88,8 +87,10 @@ _HF_CONFIG_FIELDS = [f.name for f in dataclasses.fields(OPTConfig)]
 def config_from_hf(path: Path) -> OPTConfig:
     try:
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(f"{path}: cannot read config ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CheckpointFormatError(f"{path}: cannot read config ({type(exc).__name__}: {exc!s:.100})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointFormatError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     if raw.get("model_type") != "opt":
         raise CheckpointFormatError(f"{path}: key model_type is {raw.get('model_type')!r}, expected 'opt'")
     values = {k: raw[k] for k in _HF_CONFIG_FIELDS if k in raw and raw[k] is not None}
@@ -122,16 +123,43 @@ def _hf_tensor_refs(directory: Path) -> dict[str, TensorRef]:
                                ("pytorch_model.bin.index.json", read_torch_zip)):
         index = directory / index_name
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
             refs: dict[str, TensorRef] = {}
-            for shard in sorted(set(weight_map.values())):
-                refs.update(reader(directory / shard))
+            for shard in _index_shards(index):
+                found = reader(shard)
+                twice = sorted(set(found) & set(refs))
+                if twice:
+                    raise CheckpointFormatError(f"{shard}: tensor {twice[0]} is also stored in another shard")
+                refs.update(found)
             return refs
     if (directory / "model.safetensors").exists():
         return read_safetensors(directory / "model.safetensors")
     if (directory / "pytorch_model.bin").exists():
         return read_torch_zip(directory / "pytorch_model.bin")
     raise CheckpointFormatError(f"{directory}: no model.safetensors, pytorch_model.bin or shard index found")
+
+
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names, each checked to resolve inside the checkpoint directory.
+
+    An index is untrusted: `../`, an absolute path or a symlink pointing out of the directory would read
+    (and report on) arbitrary files, so it is refused with the offending name.
+    """
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CheckpointFormatError(f"{index}: not a shard index ({type(exc).__name__}: {exc!s:.100})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointFormatError(f"{index}: key weight_map must map tensor names to file names")
+    root = index.parent.resolve()
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        shard = (index.parent / name).resolve()
+        if Path(name).is_absolute() or shard.parent != root:
+            raise CheckpointFormatError(f"{index}: shard {name!r} is not a file inside {index.parent}")
+        if not shard.is_file():
+            raise CheckpointFormatError(f"{index}: shard {name!r} does not exist")
+        shards.append(shard)
+    return shards
 
 
 def _normalise_hf_name(name: str) -> str:
@@ -197,6 +225,8 @@ def metaseq_to_hf_refs(state: Mapping[str, Any]) -> dict[str, TensorRef]:
     for name, ref in state.items():
         if not isinstance(ref, TensorRef):
             continue  # e.g. decoder.version
+        if not isinstance(name, str):
+            raise CheckpointFormatError(f"state dict key {name!r:.50} is not a tensor name")
         name = name.removeprefix("model.")
         for pattern, replacement in _METASEQ_RENAMES:
             name = pattern.sub(replacement, name)
@@ -214,16 +244,24 @@ def metaseq_to_hf_refs(state: Mapping[str, Any]) -> dict[str, TensorRef]:
 
 
 def _find_key(obj: Any, key: str) -> Any:
-    """Depth-first search for `key` in the nested config objects metaseq pickles (dicts, namespaces)."""
-    if isinstance(obj, OpaqueObject):
-        obj = obj.state
-    if isinstance(obj, Mapping):
-        if key in obj:
-            return obj[key]
-        for value in obj.values():
-            found = _find_key(value, key)
-            if found is not None:
-                return found
+    """Breadth-first search for `key` in the nested config objects metaseq pickles (dicts, namespaces).
+
+    Iterative, visiting each container once, so a self-referencing or deeply nested cfg terminates.
+    """
+    queue, seen = collections.deque([obj]), set()
+    while queue:
+        node = queue.popleft()
+        if isinstance(node, OpaqueObject):
+            node = node.state
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Mapping):
+            if key in node:
+                return node[key]
+            queue.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            queue.extend(node)
     return None
 
 
@@ -244,7 +282,9 @@ def metaseq_refs(path: str | Path, num_attention_heads: Optional[int] = None) ->
     heads = num_attention_heads or _find_key(loaded.get("cfg", loaded.get("args")), "decoder_attention_heads")
     if heads is None:
         raise CheckpointFormatError(f"{path}: key decoder_attention_heads not found; pass num_attention_heads")
-    return _infer_config(refs, int(heads), state, str(path)), refs
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+        raise CheckpointFormatError(f"{path}: key decoder_attention_heads is {heads!r:.50}, not a positive int")
+    return _infer_config(refs, heads, state, str(path)), refs
 
 
 def _infer_config(refs: Mapping[str, TensorRef], heads: int, state: Mapping[str, Any], source: str) -> OPTConfig:
@@ -254,13 +294,18 @@ def _infer_config(refs: Mapping[str, TensorRef], heads: int, state: Mapping[str,
         ffn = refs["model.decoder.layers.0.fc1.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointFormatError(f"{source}: missing tensor {exc.args[0]}") from None
+    except (ValueError, IndexError):
+        raise CheckpointFormatError(f"{source}: embedding or fc1 tensors have the wrong rank") from None
     layers = len({k.split(".")[3] for k in refs if k.startswith("model.decoder.layers.")})
     pre_ln = "model.decoder.final_layer_norm.weight" in refs
-    return OPTConfig(
-        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn,
-        max_position_embeddings=positions - 2, word_embed_proj_dim=0 if embed == hidden else embed,
-        do_layer_norm_before=pre_ln, enable_bias="model.decoder.layers.0.fc1.bias" in refs,
-    )
+    try:
+        return OPTConfig(
+            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn,
+            max_position_embeddings=positions - 2, word_embed_proj_dim=0 if embed == hidden else embed,
+            do_layer_norm_before=pre_ln, enable_bias="model.decoder.layers.0.fc1.bias" in refs,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(f"{source}: inferred architecture is invalid ({exc})") from None
 
 
 # ---------------------------------------------------------------- export
@@ -272,8 +317,7 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
     `get_param(path)` returns one param as a host array (fetched from devices only when written).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise CheckpointFormatError(f"{out_dir}: exists and is not empty (pass overwrite=True to replace it)")
+    refuse_existing(out_dir, overwrite)
     layout = hf_layout(cfg)
     shards: list[list[TensorSlot]] = [[]]
     size = 0
@@ -284,9 +328,7 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
             size = 0
         shards[-1].append(slot)
         size += nbytes
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
         names = ["model.safetensors"] if len(shards) == 1 else [
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -298,12 +340,6 @@ def export_hf(cfg: OPTConfig, get_param: Callable[[ParamPath], np.ndarray], out_
             total = sum(int(np.prod(s.shape)) * 4 for s in layout)
             (tmp / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

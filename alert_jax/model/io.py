@@ -6,6 +6,8 @@ Loading takes a mesh and lays every parameter out by the partition rules (`paral
 an HF or metaseq tensor goes from the file straight into its `NamedSharding` (each device receives only its
 shards, host memory holds about one tensor beyond what the devices hold), and a native checkpoint is restored by
 orbax into the target shardings, whatever mesh or process count saved it (trained on 8 devices, evaluated on 1).
+Every format is stored per layer; a model that runs with `scan_layers` gets its params stacked on load and
+unstacked on save (model/layout.py), so one checkpoint serves both layouts.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from alert_jax.atomic import refuse_existing, staged_dir
 from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
-from alert_jax.model import convert
+from alert_jax.model import convert, layout
 from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
-from alert_jax.model.quantize import check_mode, quantize_params
+from alert_jax.model.quantize import QuantizeError, check_mode, quantize_params
 from alert_jax.parallel.mesh import MESH_AXES, is_main_process, make_mesh
 from alert_jax.parallel.rules import (
     DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
@@ -40,21 +43,23 @@ class ModelSourceError(AlertJaxError):
     """A model argument that names neither an existing model directory nor a bare preset name."""
 
 
-def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0, remat: bool = False,
-               attention: str = "xla", mesh: Optional[Mesh] = None, rules: LogicalRules = DEFAULT_RULES,
-               num_attention_heads: Optional[int] = None, quantize: str = "none") -> Model:
+def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int = 0,
+               runtime: Optional[RuntimeOptions] = None, mesh: Optional[Mesh] = None,
+               rules: LogicalRules = DEFAULT_RULES, num_attention_heads: Optional[int] = None,
+               quantize: str = "none") -> Model:
     """Load an OPT: bare preset name (seeded random init), HF directory, metaseq `.pt` file, alert_jax model
     directory, or training workdir (its best model), with params laid out over `mesh` by `rules`.
 
     `mesh=None` is one device (the first local one). A name with a path separator is always a path: a missing
     one is an error, never a preset's random init. `num_attention_heads` is for metaseq files whose config
-    lacks it. `quantize="int8"` returns the int8 weight-only model (`quantize_model`), for inference only.
+    lacks it. `runtime` (how to run it: remat, scan_layers, attention, ...) overrides `dtype` when given.
+    `quantize="int8"` returns the int8 weight-only model (`quantize_model`), for inference only.
     """
     if check_mode(quantize) == "int8":
-        model = load_model(path_or_preset, dtype, seed=seed, remat=remat, attention=attention, mesh=mesh,
-                           rules=rules, num_attention_heads=num_attention_heads)
+        model = load_model(path_or_preset, dtype, seed=seed, runtime=runtime, mesh=mesh, rules=rules,
+                           num_attention_heads=num_attention_heads)
         return quantize_model(model, rules)
-    runtime = RuntimeOptions(dtype=dtype_from_name(dtype), remat=remat, attention=attention)
+    runtime = runtime if runtime is not None else RuntimeOptions(dtype=dtype_from_name(dtype))
     mesh = mesh if mesh is not None else single_device_mesh()
     path = Path(path_or_preset)
     if path.is_dir():
@@ -94,6 +99,8 @@ def mesh_of(model: Model) -> Mesh:
 def quantize_model(model: Model, rules: LogicalRules = DEFAULT_RULES) -> Model:
     """The int8 weight-only version of a float model (model/quantize.py), on the same mesh: each int8 kernel
     keeps its float kernel's layout and each scale follows its output axis, so nothing is gathered."""
+    if model.runtime.scan_layers:
+        raise QuantizeError("quantize int8 needs per-layer params: load the model with scan_layers off")
     runtime = dataclasses.replace(model.runtime, quantize="int8")
     shardings = param_shardings_for(model.config, runtime, mesh_of(model), rules)
     return Model(model.config, jax.jit(quantize_params, out_shardings=shardings)(model.params), runtime)
@@ -121,9 +128,21 @@ def _import(source: tuple[OPTConfig, dict], where: str, runtime: RuntimeOptions,
             rules: LogicalRules) -> Model:
     """Read a foreign checkpoint tensor by tensor, each placed straight into its sharding as it is read."""
     config, refs = source
-    shardings = param_shardings_for(config, runtime, mesh, rules)
+    shardings = param_shardings_for(config, _per_layer(runtime), mesh, rules)
     params = convert.params_from_refs(config, refs, where, place=_placer(shardings))
-    return Model(config, params, runtime)
+    return Model(config, _in_layout(params, config, runtime, mesh, rules), runtime)
+
+
+def _per_layer(runtime: RuntimeOptions) -> RuntimeOptions:
+    """The runtime whose params have the per-layer layout that every checkpoint format stores."""
+    return dataclasses.replace(runtime, scan_layers=False)
+
+
+def _in_layout(params: Any, config: OPTConfig, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules) -> Any:
+    """Per-layer params converted (shard-wise) into the layout `runtime` runs."""
+    if not runtime.scan_layers:
+        return params
+    return layout.to_layout(params, True, param_shardings_for(config, runtime, mesh, rules))
 
 
 def _placer(shardings: Any) -> Callable[[tuple[str, ...], np.ndarray], jax.Array]:
@@ -139,10 +158,7 @@ def _placer(shardings: Any) -> Callable[[tuple[str, ...], np.ndarray], jax.Array
 
 
 def _get_param(params: Any, path: tuple[str, ...]) -> np.ndarray:
-    node = params
-    for key in path:
-        node = node[key]
-    return np.asarray(jax.device_get(node))
+    return np.asarray(jax.device_get(layout.param_at(params, path)))
 
 
 def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -150,28 +166,51 @@ def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     return convert.export_hf(model.config, lambda p: _get_param(model.params, p), out_dir, overwrite=overwrite)
 
 
-def save_model(model: Model, out_dir: str | Path) -> Path:
-    """Save in alert_jax's own format: the architecture as JSON + params with orbax (sharded-array aware)."""
+def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
+               extra_files: Optional[dict[str, str]] = None) -> Path:
+    """Save in alert_jax's own format — the architecture as JSON + params with orbax (sharded-array aware) +
+    `extra_files` (name → text) — built beside `out_dir` and swapped in complete (`alert_jax.atomic`).
+
+    The directory is written as a unit: an existing non-empty `out_dir` is refused unless `overwrite`, and then
+    replaced whole (files put there before, e.g. a tokenizer, belong in it after the model is saved)."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(out_dir / "params", model.params, force=True)
-    if is_main_process():  # orbax saved collectively; the manifest is written once
-        (out_dir / MODEL_MANIFEST).write_text(json.dumps(dataclasses.asdict(model.config), indent=2))
+    params = layout.to_layout(model.params, False)  # the canonical per-layer layout, whatever the model runs
+    refuse_existing(out_dir, overwrite)
+    with staged_dir(out_dir, owner=is_main_process()) as staging:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(staging / "params", params, force=True)
+        if is_main_process():  # orbax saved collectively; the small files are written once
+            files = {MODEL_MANIFEST: json.dumps(dataclasses.asdict(model.config), indent=2), **(extra_files or {})}
+            for name, text in files.items():
+                (staging / name).write_text(text)
     return out_dir
 
 
 def read_manifest(directory: Path) -> OPTConfig:
-    return OPTConfig(**json.loads((directory / MODEL_MANIFEST).read_text()))
+    path = directory / MODEL_MANIFEST
+    try:
+        values = json.loads(path.read_text())
+        return OPTConfig(**values)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise ModelSourceError(f"{path}: unreadable model manifest ({type(exc).__name__}: {exc!s:.100})") from None
 
 
 def _load_native(directory: Path, runtime: RuntimeOptions, mesh: Mesh, rules: LogicalRules) -> Model:
-    """Restore orbax params into this mesh's shardings (orbax reads each device's slices; any saving topology)."""
+    """Restore orbax params into this mesh's shardings (orbax reads each device's slices; any saving topology).
+
+    Params that cannot be read back (a truncated or corrupted directory) are one error naming it.
+    """
     import orbax.checkpoint as ocp
 
     config = read_manifest(directory)
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(Path(directory).absolute() / "params", abstract_params(config, runtime, mesh, rules))
-    return Model(config, params, runtime)
+    params_dir = Path(directory).absolute() / "params"
+    target = abstract_params(config, _per_layer(runtime), mesh, rules)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(params_dir, target)
+    except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
+        raise ModelSourceError(f"{params_dir}: unreadable model params ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:150]})") from None
+    return Model(config, _in_layout(params, config, runtime, mesh, rules), runtime)

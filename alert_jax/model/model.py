@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alert_jax.config import ModelConfig
 from alert_jax.errors import AlertJaxError
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig
@@ -37,6 +38,14 @@ def dtype_from_name(name: str | Any) -> Any:
     if name not in _DTYPES:
         raise AlertJaxError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def runtime_options(model: ModelConfig, dtype: Optional[str] = None) -> RuntimeOptions:
+    """How a config's `model` section runs the architecture; `dtype` overrides `model.dtype` (e.g. eval.dtype)."""
+    return RuntimeOptions(dtype=dtype_from_name(dtype or model.dtype), param_dtype=dtype_from_name(model.param_dtype),
+                          remat=model.remat, attention=model.attention, scan_layers=model.scan_layers,
+                          dropout=model.dropout, attention_dropout=model.attention_dropout,
+                          activation_dropout=model.activation_dropout)
 
 
 def init_params(config: OPTConfig, runtime: RuntimeOptions, seed: int = 0) -> Any:

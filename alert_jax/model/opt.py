@@ -7,6 +7,11 @@ any size over any mesh. The same forward serves three callers:
 * plain batches with an attention mask (left padding safe: positions come from the mask, as in HF);
 * packed rows (segment ids + explicit per-example positions; attention never crosses segments);
 * cached decoding (a preallocated KV cache written at `cache_index`, see generate.py).
+
+Layers run unrolled (params `decoder/layers_<i>/...`) or, with `scan_layers`, under `nn.scan` as one compiled
+body over params stacked on a leading "layers" axis (`decoder/layers/...`); model/layout.py converts between the
+two trees. Dropout (HF's `dropout`, `attention_dropout`, `activation_dropout`) is active only when the caller
+passes a "dropout" RNG (training); evaluation and generation pass none and are deterministic.
 """
 from __future__ import annotations
 
@@ -17,22 +22,39 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from alert_jax.errors import AlertJaxError
+from alert_jax.model.attention import MaskSpec, attend, check_available
 from alert_jax.model.presets import OPTConfig
 from alert_jax.model.quantize import Int8Dense, Int8Embed
 
 POSITION_OFFSET = 2  # OPT's learned position table starts at index 2 (fairseq legacy)
-MASK_VALUE = -1e9  # large but finite: a fully masked (left-padded) query row stays NaN-free
+REMAT_POLICIES = {
+    "full": None,  # keep only each layer's input; recompute everything inside it in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the cheap rest
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # + not scores
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run the architecture (not what it is): dtypes, rematerialisation, attention kernel."""
+    """How to run the architecture (not what it is): dtypes, rematerialisation, layer loop, kernel, dropout."""
 
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32  # master params
-    remat: bool = False
-    attention: str = "xla"  # "xla" (einsum softmax) or "dot_product" (jax.nn.dot_product_attention)
+    remat: str = "none"  # "none" or a REMAT_POLICIES key, applied to every decoder layer
+    attention: str = "xla"  # see model/attention.py
+    scan_layers: bool = False  # nn.scan over layers (params stacked on a leading axis)
+    dropout: float = 0.0  # HF OPTConfig names: residual-branch, attention-probability and post-activation dropout
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     quantize: str = "none"  # "int8": matmul weights held as int8 + per-channel scales (model/quantize.py)
+
+    def __post_init__(self) -> None:
+        if self.remat != "none" and self.remat not in REMAT_POLICIES:
+            raise AlertJaxError(f"model.remat={self.remat!r}: use none or one of {', '.join(REMAT_POLICIES)}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise AlertJaxError(f"model.{name}={getattr(self, name)}: must be in [0, 1)")
 
 
 class LayerCache(NamedTuple):
@@ -79,24 +101,12 @@ def _layer_norm(cfg: OPTConfig, rt: RuntimeOptions, name: str) -> nn.LayerNorm:
     )
 
 
-def make_attention_mask(q_segments: jax.Array, kv_segments: jax.Array, q_index: jax.Array, kv_index: jax.Array) -> jax.Array:
-    """[B, 1, Q, K] boolean: causal ∧ same segment ∧ key not padding (segment 0).
-
-    `*_index` are absolute slot indices (array order), which define causality for both packed rows and
-    the KV cache; segments encode padding (0) and packed example boundaries (1..k).
-    """
-    causal = q_index[:, :, None] >= kv_index[:, None, :]
-    same = q_segments[:, :, None] == kv_segments[:, None, :]
-    real_key = (kv_segments != 0)[:, None, :]
-    return (causal & same & real_key)[:, None, :, :]
-
-
 class OPTAttention(nn.Module):
     cfg: OPTConfig
     rt: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, cache: Optional[LayerCache], cache_index: Optional[jax.Array]):
+    def __call__(self, x: jax.Array, mask: MaskSpec, cache: Optional[LayerCache], cache_index: Optional[jax.Array]):
         cfg, rt = self.cfg, self.rt
         b, t, _ = x.shape
         heads, hd = cfg.num_attention_heads, cfg.head_dim
@@ -109,22 +119,15 @@ class OPTAttention(nn.Module):
         k = project("k_proj")
         v = project("v_proj")
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", None))
-        kv_layout = "bkhd"
         if cache is not None:
             index = (0, 0, cache_index, 0)
             k = jax.lax.dynamic_update_slice(cache.key, k.swapaxes(1, 2).astype(cache.key.dtype), index)
             v = jax.lax.dynamic_update_slice(cache.value, v.swapaxes(1, 2).astype(cache.value.dtype), index)
             cache = LayerCache(k, v)
-            kv_layout = "bhkd"
-        if rt.attention == "dot_product":
-            if cache is not None:
-                k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
-            out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=1.0, mask=mask)
-        else:
-            scores = jnp.einsum(f"bqhd,{kv_layout}->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-            scores = jnp.where(mask, scores, MASK_VALUE)
-            probs = jax.nn.softmax(scores, axis=-1).astype(rt.dtype)
-            out = jnp.einsum(f"bhqk,{kv_layout}->bqhd", probs, v.astype(rt.dtype))
+        dropout = None
+        if rt.attention_dropout and self.has_rng("dropout"):
+            dropout = (rt.attention_dropout, self.make_rng("dropout"))
+        out = attend(q, k, v, mask, implementation=rt.attention, heads_major_kv=cache is not None, dropout=dropout)
         out = out.reshape(b, t, cfg.hidden_size)
         out = _dense(cfg.hidden_size, "heads", "embed", cfg, rt, "out_proj", cfg.enable_bias)(out)
         return out, cache
@@ -135,9 +138,10 @@ class OPTDecoderLayer(nn.Module):
     rt: RuntimeOptions
 
     @nn.compact
-    def __call__(self, h: jax.Array, mask: jax.Array, cache: Optional[LayerCache] = None,
+    def __call__(self, h: jax.Array, mask: MaskSpec, cache: Optional[LayerCache] = None,
                  cache_index: Optional[jax.Array] = None):
         cfg, rt = self.cfg, self.rt
+        drop = lambda rate: nn.Dropout(rate, deterministic=not (rate and self.has_rng("dropout")))
         pre_ln = cfg.do_layer_norm_before
         attn_norm = _layer_norm(cfg, rt, "self_attn_layer_norm")
         mlp_norm = _layer_norm(cfg, rt, "final_layer_norm")
@@ -145,7 +149,7 @@ class OPTDecoderLayer(nn.Module):
         residual = h
         x = attn_norm(h).astype(rt.dtype) if pre_ln else h
         x, cache = OPTAttention(cfg, rt, name="self_attn")(x, mask, cache, cache_index)
-        h = residual + x
+        h = residual + drop(rt.dropout)(x)
         if not pre_ln:
             h = attn_norm(h).astype(rt.dtype)
 
@@ -153,13 +157,26 @@ class OPTDecoderLayer(nn.Module):
         x = mlp_norm(h).astype(rt.dtype) if pre_ln else h
         x = _dense(cfg.ffn_dim, "embed", "mlp", cfg, rt, "fc1", cfg.enable_bias)(x)
         x = nn.relu(x) if cfg.activation_function == "relu" else nn.gelu(x, approximate=False)
+        x = drop(rt.activation_dropout)(x)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_mlp"))
         x = _dense(cfg.hidden_size, "mlp", "embed", cfg, rt, "fc2", cfg.enable_bias)(x)
-        h = residual + x
+        h = residual + drop(rt.dropout)(x)
         if not pre_ln:
             h = mlp_norm(h).astype(rt.dtype)
         h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
         return h, cache
+
+
+def decoder_layer_class(rt: RuntimeOptions) -> type[nn.Module]:
+    """The decoder layer, rematerialised per `rt.remat`.
+
+    Unrolled, `prevent_cse=True` keeps XLA from merging the backward pass's recomputation with the forward's
+    (which would silently undo the remat); under `nn.scan` the loop boundary already does that, and JAX advises
+    prevent_cse=False there because its optimisation barriers slow the scanned body down.
+    """
+    if rt.remat == "none":
+        return OPTDecoderLayer
+    return nn.remat(OPTDecoderLayer, policy=REMAT_POLICIES[rt.remat], prevent_cse=not rt.scan_layers)
 
 
 class OPTDecoder(nn.Module):
@@ -182,8 +199,13 @@ class OPTDecoder(nn.Module):
         if cfg.has_projections:
             self.project_in = _dense(cfg.hidden_size, "embed_proj", "embed", cfg, rt, "project_in", bias=False)
             self.project_out = _dense(cfg.embed_dim, "embed", "embed_proj", cfg, rt, "project_out", bias=False)
-        layer_cls = nn.remat(OPTDecoderLayer) if rt.remat else OPTDecoderLayer
-        self.layers = [layer_cls(cfg, rt, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
+        layer_cls = decoder_layer_class(rt)
+        if rt.scan_layers:
+            self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                                  in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_hidden_layers,
+                                  metadata_params={nn.PARTITION_NAME: "layers"})(cfg, rt, name="layers")
+        else:
+            self.layers = [layer_cls(cfg, rt, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.do_layer_norm_before:  # HF drops the final norm for post-LN (350m)
             self.final_layer_norm = _layer_norm(cfg, rt, "final_layer_norm")
 
@@ -194,15 +216,21 @@ class OPTDecoder(nn.Module):
             h = self.project_in(h)
         h = h + self.embed_positions(positions + POSITION_OFFSET)
         h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
-        new_caches = []
-        for i, layer in enumerate(self.layers):
-            h, c = layer(h, mask, None if caches is None else caches[i], cache_index)
-            new_caches.append(c)
+        if self.rt.scan_layers:
+            if caches is not None and not isinstance(caches, LayerCache):  # per-layer caches from init_cache
+                caches = jax.tree.map(lambda *layers: jnp.stack(layers), *caches)
+            h, new_caches = self.layers(h, mask, caches, cache_index)
+        else:
+            new_caches = []
+            for i, layer in enumerate(self.layers):
+                h, c = layer(h, mask, None if caches is None else caches[i], cache_index)
+                new_caches.append(c)
+            new_caches = None if caches is None else tuple(new_caches)
         if cfg.do_layer_norm_before:
             h = self.final_layer_norm(h).astype(self.rt.dtype)
         if cfg.has_projections:
             h = self.project_out(h)
-        return h, (None if caches is None else tuple(new_caches))
+        return h, new_caches
 
     def lm_head(self, h: jax.Array) -> jax.Array:
         """Tied output projection (OPT shares it with the token embedding); float32 logits."""
@@ -224,6 +252,7 @@ class OPTForCausalLM(nn.Module):
     rt: RuntimeOptions = RuntimeOptions()
 
     def setup(self) -> None:
+        check_available(self.rt.attention)
         self.decoder = OPTDecoder(self.cfg, self.rt)
 
     def __call__(self, input_ids, attention_mask=None, *, segment_ids=None, positions=None,
@@ -235,12 +264,12 @@ class OPTForCausalLM(nn.Module):
             positions = positions_from_mask(segment_ids != 0)
         if caches is None:
             index = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-            mask = make_attention_mask(segment_ids, segment_ids, index, index)
+            mask = MaskSpec(segment_ids, segment_ids, index, index)
         else:
             slots = kv_segments.shape[1]
             q_index = jnp.broadcast_to(cache_index + jnp.arange(t, dtype=jnp.int32), (b, t))
             kv_index = jnp.broadcast_to(jnp.arange(slots, dtype=jnp.int32), (b, slots))
-            mask = make_attention_mask(segment_ids, kv_segments, q_index, kv_index)
+            mask = MaskSpec(segment_ids, kv_segments, q_index, kv_index)
         h, caches = self.decoder(input_ids, positions, mask, caches, cache_index)
         if return_hidden:
             return h, caches
@@ -263,5 +292,6 @@ def boxed_params(module: OPTForCausalLM, key: jax.Array) -> Any:
 
 
 def init_cache(cfg: OPTConfig, batch: int, slots: int, dtype=jnp.float32) -> tuple[LayerCache, ...]:
+    """One zero cache per layer (a scanned decoder stacks them on first use and returns them stacked)."""
     shape = (batch, cfg.num_attention_heads, slots, cfg.head_dim)
     return tuple(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_hidden_layers))

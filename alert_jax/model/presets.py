@@ -10,6 +10,9 @@ import dataclasses
 from alert_jax.errors import AlertJaxError
 
 
+_MAY_BE_ZERO = frozenset({"word_embed_proj_dim", "pad_token_id", "bos_token_id", "eos_token_id"})
+
+
 @dataclasses.dataclass(frozen=True)
 class OPTConfig:
     """The architecture of one OPT model; field names follow transformers' `OPTConfig`."""
@@ -31,6 +34,18 @@ class OPTConfig:
     eos_token_id: int = 2
 
     def __post_init__(self) -> None:
+        """Types and ranges first: an architecture read from a checkpoint's JSON is untrusted (a string "false" for
+        a bool would silently build another model, zero heads would divide by zero)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("int", "bool") and (isinstance(value, bool) != (field.type == "bool")
+                                                  or not isinstance(value, int)):
+                raise AlertJaxError(f"{field.name}={value!r:.40}: expected {field.type}")
+            if field.type == "int" and value < (0 if field.name in _MAY_BE_ZERO else 1):
+                raise AlertJaxError(f"{field.name}={value}: must be >= {0 if field.name in _MAY_BE_ZERO else 1}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise AlertJaxError(f"layer_norm_eps={self.layer_norm_eps!r:.40}: must be a number in (0, 1)")
         if self.hidden_size % self.num_attention_heads:
             raise AlertJaxError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"

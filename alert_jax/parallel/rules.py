@@ -32,6 +32,7 @@ DEFAULT_RULES: LogicalRules = (
     ("positions", None),
     ("norm", None),
     ("embed_proj", None),
+    ("layers", None),  # the stacked layer axis of scanned params: each device holds its shards of every layer
     # activations
     ("batch", ("data", "fsdp")),
     ("length", None),

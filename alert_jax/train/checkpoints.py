@@ -9,14 +9,17 @@ Layout of a workdir:
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
+from alert_jax.atomic import replace_dir
+from alert_jax.errors import AlertJaxError
+from alert_jax.parallel.mesh import run_on_main
+from alert_jax.train.metrics_log import strict_record
 from alert_jax.workdir import RunDir
 
 
@@ -30,41 +33,89 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
-    """The latest complete checkpoint restored into `target`'s shardings, or None.
+class CorruptCheckpointError(AlertJaxError):
+    """No checkpoint step of the workdir can be read back, or a best-model record is unreadable."""
 
-    Only the target's shapes, dtypes and shardings are used, so a state saved on one mesh and process count
-    resumes on any other (orbax reads each device's slices of the saved arrays).
+
+def restore_state(manager: ocp.CheckpointManager, target: Any) -> Optional[Any]:
+    """The newest readable checkpoint restored into `target`'s shardings, or None when there is none.
+
+    Only the target's shapes, dtypes and shardings are used (an abstract target), so a state saved on one mesh and
+    process count resumes on any other (orbax reads each device's slices of the saved arrays). A step that cannot
+    be read (truncated or corrupted by a crash or a full disk) is named on stderr and the previous step tried; once
+    an older one restores, the broken ones move to `checkpoints-broken/` so the resumed run can save those steps
+    again. If no step restores, nothing is moved (the cause may be this run's config, not the files) and the
+    error names the newest step's failure.
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    directory = Path(manager.directory)
+    broken: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as exc:  # noqa: BLE001 — any failure to read files a crash may have broken
+            broken.append((step, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
+            print(f"alert-jax: warning: {directory / str(step)}: checkpoint step {step} is unreadable "
+                  f"({broken[-1][1]}); falling back to the previous step", file=sys.stderr)
+            continue
+        for bad, _ in broken:
+            run_on_main(f"set aside checkpoint {bad}", lambda bad=bad: _set_aside(directory, bad))
+        if broken:
+            manager.reload()
+        return state
+    if broken:
+        step, reason = broken[0]
+        raise CorruptCheckpointError(f"{directory / str(step)}: no checkpoint step could be restored (newest: "
+                                     f"{reason})")
+    return None
+
+
+def _set_aside(directory: Path, step: int) -> None:
+    broken = directory.with_name(f"{directory.name}-broken")
+    broken.mkdir(exist_ok=True)
+    replace_dir(directory / str(step), broken / str(step))
 
 
 def best_record(workdir: Path) -> Optional[dict]:
+    """The best model's record (step, metrics, select_by), None before any; a corrupt one names the file.
+
+    A metric stored as null (it was not finite) is left out, so any finite value beats it.
+    """
     path = RunDir(workdir).best_record
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        problem = _record_problem(record)
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = type(exc).__name__
+    if problem:
+        raise CorruptCheckpointError(f"{path}: unreadable best-model record ({problem}); delete best/ to select a "
+                                     "new best")
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _record_problem(record: Any) -> Optional[str]:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not an object"
+    if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
+        return "no integer step"
+    for key, value in record.items():
+        if key not in ("step", "select_by") and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is not a number"
+    return None
 
 
 def save_best(workdir: Path, model: Any, step: int, metrics: dict[str, Any]) -> None:
-    """Replace `workdir/best` with this model, atomically (a crash leaves the previous best intact); `best.json`
-    holds the step and the evaluation's metrics (val_loss, val_ppl, dev_rouge_l, select_by)."""
+    """Replace `workdir/best` with this model and `best.json` (the step and the evaluation's metrics: val_loss,
+    val_ppl, dev_rouge_l, select_by), swapped in together (`alert_jax.atomic`): a crash leaves the previous best
+    intact."""
     from alert_jax.model.io import save_model
 
-    workdir = Path(workdir)
-    staging = workdir / f".best.step{step}"  # the same path on every host: orbax saves collectively
-    save_model(model, staging)
-    if jax.process_index() == 0:
-        best, trash = RunDir(workdir).best, workdir / ".best.old"
-        (staging / RunDir(workdir).best_record.name).write_text(
-            json.dumps({"step": step, **metrics}))
-        shutil.rmtree(trash, ignore_errors=True)
-        if best.exists():
-            os.replace(best, trash)
-        os.replace(staging, best)
-        shutil.rmtree(trash, ignore_errors=True)
+    run_dir = RunDir(workdir)
+    record = json.dumps(strict_record({"step": step, **metrics}), allow_nan=False)
+    save_model(model, run_dir.best, overwrite=True, extra_files={run_dir.best_record.name: record})
 
 
 def best_model_dir(workdir: Path) -> Optional[Path]:

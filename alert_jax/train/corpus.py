@@ -20,13 +20,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from alert_jax.atomic import staged_dir
 from alert_jax.config import DataConfig, TrainConfig
 from alert_jax.data import synthetic
 from alert_jax.errors import AlertJaxError
@@ -151,22 +150,13 @@ def _build_tokenizer_if_stale(cfg: DataConfig, directory: Path, pairs: Callable[
     if cache_is_current(directory, inputs):
         return
     corpus = [f"{prompt}{PROMPT_TARGET_SEPARATOR}{target}" for prompt, target in train]
-    staging = directory.with_name(f".{directory.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
     trained = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size, seed=0, vocab_size_is_limit=True)
     if trained.vocab_size < cfg.vocab_size:
         log.warning("data.vocab_size=%d: the training text supports only %d sentencepiece pieces; using %d",
                     cfg.vocab_size, trained.vocab_size, trained.vocab_size)
-    trained.save(staging)
-    stamp_cache(staging, inputs)
-    _swap_into_place(staging, directory)
-
-
-def _swap_into_place(staging: Path, directory: Path) -> None:
-    """Replace `directory` by the complete `staging` (the old one is removed first: a crash leaves no cache, which
-    is rebuilt, rather than a stale one)."""
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(staging, directory)
+    with staged_dir(directory) as staging:
+        trained.save(staging)
+        stamp_cache(staging, inputs)
 
 
 def _text_digest(pairs: Sequence[TextPair]) -> str:
@@ -222,8 +212,7 @@ def packed_splits(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer,
                             "rationales to mask")
     cache = RunDir(workdir).data
     run_on_main("packed-row cache", lambda: _build_rows_if_stale(cfg, train_cfg, tokenizer, cache, pairs))
-    with np.load(cache / "train.npz") as train, np.load(cache / "validation.npz") as validation:
-        return {"train": _as_packed(train, cache, "train"), "validation": _as_packed(validation, cache, "validation")}
+    return {name: _load_packed(cache, name) for name in ("train", "validation")}
 
 
 def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer, cache: Path,
@@ -242,18 +231,24 @@ def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tok
     splits = {"train": pack(tokenize_pairs(tokenizer, train_pairs, cfg.masked_thought_rate, train_cfg.seed),
                              train_cfg.seq_len, overflow=overflow),
               "validation": pack(tokenize_pairs(tokenizer, validation_pairs), train_cfg.seq_len, overflow=overflow)}
-    staging = cache.with_name(f".{cache.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, packed in splits.items():
-        np.savez(staging / f"{name}.npz", **packed.arrays)
-        log.info("%s: %s", name, packed.stats)
-    stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
-    (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
-    stamp_cache(staging, inputs)
-    _swap_into_place(staging, cache)
+    with staged_dir(cache) as staging:
+        for name, packed in splits.items():
+            np.savez(staging / f"{name}.npz", **packed.arrays)
+            log.info("%s: %s", name, packed.stats)
+        stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+        stamp_cache(staging, inputs)
 
 
-def _as_packed(arrays, cache: Path, name: str) -> Packed:
-    stats = json.loads((cache / "stats.json").read_text())[name]
-    return Packed({f: np.asarray(arrays[f]) for f in FIELDS}, PackingStats(**stats))
+def _load_packed(cache: Path, name: str) -> Packed:
+    """One split of the cache; a cache file damaged after it was stamped is one error naming it."""
+    path = cache / f"{name}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            rows = {f: np.asarray(arrays[f]) for f in FIELDS}
+        path = cache / "stats.json"
+        stats = PackingStats(**json.loads(path.read_text())[name])
+    except Exception as exc:  # noqa: BLE001 — zip, npy and JSON decoding all fail in their own ways
+        raise AlertJaxError(f"{path}: corrupt packed-row cache ({type(exc).__name__}); delete {cache} to rebuild "
+                            "it") from None
+    return Packed(rows, stats)

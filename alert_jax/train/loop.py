@@ -22,11 +22,12 @@ import numpy as np
 import yaml
 from jax.sharding import NamedSharding, PartitionSpec
 
+from alert_jax.atomic import write_text
 from alert_jax.config import ExperimentConfig, to_dict
 from alert_jax.data.packing import batches, steps_per_epoch
 from alert_jax.errors import AlertJaxError
 from alert_jax.model.io import load_model
-from alert_jax.model.model import Model, dtype_from_name
+from alert_jax.model.model import Model, runtime_options
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import OPTConfig, get_preset, is_preset
 from alert_jax.parallel.mesh import devices_for, host_shard, is_main_process, make_mesh, maybe_initialize_distributed, run_on_main
@@ -37,20 +38,21 @@ from alert_jax.parallel.rules import (
     optimizer_state_shardings,
     sharded_init,
 )
-from alert_jax.train import checkpoints
+from alert_jax.data.tokenizer import Tokenizer
+from alert_jax.train import checkpoints, objectives
 from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
+from alert_jax.train.sample_rows import alignment_rows
 from alert_jax.train.selection import DevGeneration, check_select_by, is_better
-from alert_jax.train.step import TrainState, make_eval_step, make_train_step
+from alert_jax.train.step import TrainState, make_eval_step, make_train_step, token_losses
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
 log = logging.getLogger(__name__)
 
 
 def _runtime(cfg: ExperimentConfig) -> RuntimeOptions:
-    return RuntimeOptions(dtype=dtype_from_name(cfg.model.dtype), param_dtype=dtype_from_name(cfg.model.param_dtype),
-                          remat=cfg.model.remat, attention=cfg.model.attention)
+    return runtime_options(cfg.model)
 
 
 def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTConfig, Any, Any]:
@@ -66,8 +68,15 @@ def initial_params(cfg: ExperimentConfig, mesh, vocab_size: int) -> tuple[OPTCon
         params, shardings = sharded_init(partial(boxed_params, module), mesh, DEFAULT_RULES,
                                          jax.random.PRNGKey(cfg.model.seed))
         return arch, params, shardings
-    model = load_model(cfg.model.name, mesh=mesh, rules=DEFAULT_RULES)
+    model = load_model(cfg.model.name, runtime=runtime, mesh=mesh, rules=DEFAULT_RULES)
     return model.config, model.params, jax.tree.map(lambda x: x.sharding, model.params)
+
+
+def check_positions(cfg: ExperimentConfig, arch: OPTConfig) -> None:
+    """Refuse rows longer than the model has learned positions for (naming both numbers), before training."""
+    if cfg.train.seq_len > arch.max_position_embeddings:
+        raise AlertJaxError(f"train.seq_len={cfg.train.seq_len} exceeds model.name={cfg.model.name}'s "
+                            f"max_position_embeddings={arch.max_position_embeddings}")
 
 
 def _fit_vocab(arch: OPTConfig, vocab_size: int, name: str) -> OPTConfig:
@@ -94,6 +103,8 @@ class Trainer:
         self.accum = cfg.optim.grad_accum_steps
         self.total_micro = cfg.train.steps * self.accum
         self.mesh = make_mesh(cfg.mesh, devices_for(cfg.mesh))
+        if is_preset(cfg.model.name):  # known before any data is built; a checkpoint's is checked once loaded
+            check_positions(cfg, get_preset(cfg.model.name))
         self._prepare_data()
         state = self._initial_state()
         self._compile_steps(state)
@@ -101,21 +112,35 @@ class Trainer:
         self.metrics = MetricsLog(self.workdir, enabled=self.is_main)
         if self.is_main:
             truncate_after(self.run_dir.metrics, int(self.state.step) // self.accum)
-            self.run_dir.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_text(self.run_dir.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def _prepare_data(self) -> None:
         """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""
         cfg = self.cfg
+        objectives.check(cfg.train.objective, cfg.alignment)
         pairs = functools.cache(lambda: text_pairs(cfg.data))  # read the corpus at most once
-        self.tokenizer = resolve_tokenizer(cfg.data, self.workdir, pairs)
+        self.tokenizer = self._tokenizer(pairs)
         self.splits = packed_splits(cfg.data, cfg.train, self.tokenizer, self.workdir, pairs)
+        if cfg.train.objective != "sft":  # train on the sampled CoTs; validation text stays the data section's
+            self.splits["train"] = alignment_rows(cfg.alignment.samples, self.tokenizer, cfg.train.seq_len)
         self._check_batch()
         self.validation_rows = pad_rows(self.splits["validation"].arrays, cfg.train.batch_size)
+
+    def _tokenizer(self, pairs) -> Tokenizer:
+        """`data.tokenizer`, else for an alignment run the tokenizer of the model it starts from (its samples were
+        tokenized by it), else one trained on the corpus (`corpus.resolve_tokenizer`)."""
+        cfg = self.cfg
+        if cfg.train.objective != "sft" and not cfg.data.tokenizer:
+            from alert_jax.evaluate import resolve_tokenizer as model_tokenizer
+
+            return model_tokenizer(cfg.model.name, None)
+        return resolve_tokenizer(cfg.data, self.workdir, pairs)
 
     def _initial_state(self) -> TrainState:
         """Sharded params (seeded init or a checkpoint) and AdamW state sharded like them, at step 0."""
         cfg = self.cfg
         self.arch, params, param_sh = initial_params(cfg, self.mesh, self.tokenizer.vocab_size)
+        check_positions(cfg, self.arch)
         self.module = OPTForCausalLM(self.arch, _runtime(cfg))
         self.tx = make_optimizer(cfg.optim, cfg.train.steps)
         self.schedule = learning_rate_schedule(cfg.optim, cfg.train.steps)
@@ -130,7 +155,9 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
-        self.train_step = jax.jit(make_train_step(self.module, self.tx), donate_argnums=0,
+        objective = objectives.make_objective(self.cfg.train.objective, self.cfg.alignment, token_losses)
+        step = make_train_step(self.module, self.tx, objective, seed=self.cfg.train.seed)
+        self.train_step = jax.jit(step, donate_argnums=0,
                                   in_shardings=(self.state_shardings, self.batch_sharding),
                                   out_shardings=(self.state_shardings, replicated))
         self.eval_step = jax.jit(make_eval_step(self.module),
@@ -143,6 +170,8 @@ class Trainer:
         self.manager = checkpoints.checkpoint_manager(self.workdir, self.cfg.train.keep_checkpoints,
                                                       self.cfg.train.async_checkpointing)
         contract = {"model": dataclasses.asdict(self.arch), "train.seq_len": self.cfg.train.seq_len}
+        if self.cfg.model.scan_layers:  # stacked params and moments: the per-layer state of every other run won't fit
+            contract["model.scan_layers"] = True
         if self.manager.latest_step() is not None:
             check_contract(self.run_dir.checkpoint_contract, contract)
         run_on_main("checkpoint contract", lambda: write_json_atomically(self.run_dir.checkpoint_contract, contract))
@@ -194,40 +223,91 @@ class Trainer:
         tick, tick_micro = time.perf_counter(), start
         tokens_per_micro = cfg.batch_size * cfg.seq_len
         data = self.train_batches(start)
-        with logical_sharding(self.mesh, DEFAULT_RULES):
-            for micro in range(start, self.total_micro):
-                self.state, metrics = self.train_step(self.state, next(data))
-                progress.update(1)
-                if (micro + 1) % self.accum:
-                    continue
-                step = (micro + 1) // self.accum
-                record: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    loss = float(metrics["loss"])  # waits for the step, so the clock below is honest
-                    elapsed = time.perf_counter() - tick
-                    record = {"step": step, "loss": loss,
-                              "lr": float(self.schedule(step - 1)), "grad_norm": float(metrics["grad_norm"]),
-                              "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9)}
-                    tick, tick_micro = time.perf_counter(), micro + 1
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    model = Model(self.arch, self.state.params, self.module.rt)
-                    record = {"step": step, **record, **self.validate()}
-                    if self.dev_generation is not None:
-                        record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
-                    if is_better(cfg.select_by, record, checkpoints.best_record(self.workdir)):
-                        checkpoints.save_best(self.workdir, model, step,
-                                              {k: v for k, v in record.items() if k not in ("step", "lr")}
-                                              | {"select_by": cfg.select_by})
-                if record:
-                    self.metrics.write(record)
-                    progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
-                    last.update(record)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    checkpoints.save_state(self.manager, micro + 1, self.state)
-        self.manager.wait_until_finished()
-        progress.close()
-        self.metrics.close()
+        watch = NonFiniteWatch(cfg.on_nonfinite, self.accum)
+        try:
+            with logical_sharding(self.mesh, DEFAULT_RULES):
+                for micro in range(start, self.total_micro):
+                    self.state, metrics = self.train_step(self.state, next(data))
+                    watch.add(micro, metrics["nonfinite"])
+                    progress.update(1)
+                    if (micro + 1) % self.accum:
+                        continue
+                    step = (micro + 1) // self.accum
+                    logs, evals = step % cfg.log_every == 0 or step == cfg.steps, \
+                        step % cfg.eval_every == 0 or step == cfg.steps
+                    saves = step % cfg.checkpoint_every == 0 or step == cfg.steps
+                    if not (logs or evals or saves):
+                        continue
+                    record: dict[str, Any] = {}
+                    if logs:
+                        loss = float(metrics["loss"])  # waits for the step, so the clock below is honest
+                        elapsed = time.perf_counter() - tick
+                        record = {"step": step, "loss": loss,
+                                  "lr": float(self.schedule(step - 1)), "grad_norm": float(metrics["grad_norm"]),
+                                  "tokens_per_s": (micro + 1 - tick_micro) * tokens_per_micro / max(elapsed, 1e-9),
+                                  **watch.log_fields(),
+                                  **{k: float(metrics[k]) for k in objectives.RANKING_METRICS if k in metrics}}
+                        tick, tick_micro = time.perf_counter(), micro + 1
+                    watch.check(lambda: self.metrics.write(record) if record else None)  # before anything is saved
+                    if evals:
+                        model = Model(self.arch, self.state.params, self.module.rt)
+                        record = {"step": step, **record, **self.validate()}
+                        if self.dev_generation is not None:
+                            record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
+                        if self._keeps_as_best(record):
+                            checkpoints.save_best(self.workdir, model, step,
+                                                  {k: v for k, v in record.items() if k not in ("step", "lr")}
+                                                  | {"select_by": cfg.select_by})
+                    if record:
+                        self.metrics.write(record)
+                        progress.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "val_ppl")})
+                        last.update(record)
+                    if saves:
+                        checkpoints.save_state(self.manager, micro + 1, self.state)
+        finally:
+            self.manager.wait_until_finished()  # an in-flight save completes even when the run stops
+            progress.close()
+            self.metrics.close()
         return last
+
+    def _keeps_as_best(self, record: dict[str, Any]) -> bool:
+        """An SFT run keeps its best evaluation by `train.select_by`; an alignment run keeps its latest: its
+        objective ranks samples, which neither dev perplexity nor dev ROUGE-L measures, and a fixed schedule is
+        how AFT is trained."""
+        return self.cfg.train.objective != "sft" or is_better(self.cfg.train.select_by, record,
+                                                              checkpoints.best_record(self.workdir))
+
+
+class NonFiniteStop(AlertJaxError):
+    """Training met a non-finite loss or gradient norm under `train.on_nonfinite=stop`."""
+
+
+class NonFiniteWatch:
+    """Counts batches whose update the train step dropped as non-finite, on the device, without a host sync per
+    step: the count is read only where the loop syncs anyway (log, eval and checkpoint steps), and always before
+    a checkpoint or `best/` is written, so under `stop` nothing trained after a non-finite batch is ever saved."""
+
+    def __init__(self, mode: str, accum: int):
+        self.mode, self.accum = mode, accum
+        self.count = jnp.zeros((), jnp.int32)
+        self.first = jnp.full((), -1, jnp.int32)  # micro-step of the first non-finite batch
+
+    def add(self, micro: int, nonfinite: jax.Array) -> None:
+        self.first = jnp.where((self.first < 0) & (nonfinite > 0), micro, self.first)
+        self.count = self.count + nonfinite
+
+    def log_fields(self) -> dict[str, int]:
+        return {"skipped_batches": int(self.count)} if self.mode == "skip" else {}
+
+    def check(self, before_stopping) -> None:
+        """Under `stop`, end the run (after `before_stopping()`, e.g. logging the bad step) if any batch was bad."""
+        if self.mode != "stop" or int(self.count) == 0:
+            return
+        before_stopping()
+        step = int(self.first) // self.accum + 1
+        raise NonFiniteStop(f"train.on_nonfinite=stop: non-finite loss or grad norm at step {step}; stopped without "
+                            "saving anything trained after it (earlier checkpoints and best/ are kept; set "
+                            "train.on_nonfinite=skip to drop such batches instead)")
 
 
 def pad_rows(rows: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:

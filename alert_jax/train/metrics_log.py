@@ -6,10 +6,11 @@ file reads as if the run had never stopped.
 from __future__ import annotations
 
 import json
-import os
+import math
 from pathlib import Path
 from typing import Any, Optional
 
+from alert_jax.atomic import write_text
 from alert_jax.workdir import RunDir
 
 
@@ -26,9 +27,12 @@ def truncate_after(path: Path, step: int) -> None:
             continue  # a line cut short by the kill
         if record.get("step", 0) <= step:
             kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def strict_record(record: dict) -> dict:
+    """NaN and ±inf become null, so a metrics record stays strict JSON that any reader parses."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
 
 
 class MetricsLog:
@@ -44,8 +48,9 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        record = strict_record(record)
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
             f.flush()
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):

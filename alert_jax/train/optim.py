@@ -87,7 +87,7 @@ def _in_float32(inner: optax.GradientTransformation) -> optax.GradientTransforma
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (off when `clip_norm <= 0`), then AdamW with decoupled weight decay
+    """Global-norm clipping (`clip_norm` > 0, checked by the config's FIELD_RULES), then AdamW with decoupled weight decay
     (`p -= lr * (adam_update + weight_decay * p)`, masked by `weight_decay_mask`), fp32 state,
     and gradient accumulation when `grad_accum_steps > 1` (see the module docstring)."""
     schedule = learning_rate_schedule(cfg, total_steps)
@@ -100,8 +100,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
         weight_decay=cfg.weight_decay,
         mask=weight_decay_mask,
     )
-    steps = [optax.clip_by_global_norm(cfg.clip_norm), adamw] if cfg.clip_norm > 0 else [adamw]
-    tx = _in_float32(optax.chain(*steps))
+    tx = _in_float32(optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw))
     if cfg.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps).gradient_transformation()
     return tx

@@ -3,16 +3,23 @@
 The loss is the token-weighted cross-entropy of docs/contracts.md ("Packed batch"): `loss_weights` select target tokens, so a
 packed row and its examples run alone give the same loss. Steps are built for `jax.jit` with explicit
 in/out shardings and the state donated, so params and optimizer state are updated in place.
+
+Dropout draws from `fold_in(PRNGKey(train.seed), state.step)`: a pure function of the seed and the step, so a
+resumed run replays exactly the masks of an uninterrupted one, and (with JAX's partitionable threefry) the
+masks do not depend on the mesh shape. Evaluation passes no key and is deterministic.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from alert_jax.config import AlignmentConfig
 from alert_jax.model.opt import OPTForCausalLM
+from alert_jax.train.objectives import Objective, make_objective
 
 Batch = dict[str, jax.Array]
 
@@ -30,32 +37,48 @@ class LossSums(NamedTuple):
     weight: jax.Array
 
 
-def token_losses(module: OPTForCausalLM, params: Any, batch: Batch) -> jax.Array:
-    """Per-token cross-entropy [B, T] of `targets` under the model, in float32."""
+def token_losses(module: OPTForCausalLM, params: Any, batch: Batch, dropout_key: Optional[jax.Array] = None
+                 ) -> jax.Array:
+    """Per-token cross-entropy [B, T] of `targets` under the model, in float32 (dropout on iff a key is given)."""
+    rngs = {} if dropout_key is None else {"dropout": dropout_key}
     logits, _ = module.apply({"params": params}, batch["inputs"], segment_ids=batch["segment_ids"],
-                             positions=batch["positions"])
+                             positions=batch["positions"], rngs=rngs)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
     return log_z - target_logit
 
 
-def loss_sums(module: OPTForCausalLM, params: Any, batch: Batch) -> LossSums:
+def loss_sums(module: OPTForCausalLM, params: Any, batch: Batch, dropout_key: Optional[jax.Array] = None
+              ) -> LossSums:
     weights = batch["loss_weights"]
-    return LossSums((token_losses(module, params, batch) * weights).sum(), weights.sum())
+    return LossSums((token_losses(module, params, batch, dropout_key) * weights).sum(), weights.sum())
 
 
-def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation):
-    """(state, batch) → (state, metrics): mean target-token loss, its gradient, one optimizer update."""
+def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, objective: Objective | None = None,
+                    seed: int = 0):
+    """(state, batch) → (state, metrics): the objective's loss (default: the mean target-token loss; the others are
+    in `alert_jax.train.objectives`), its gradient, one optimizer update.
 
-    def loss_fn(params: Any, batch: Batch):
-        sums = loss_sums(module, params, batch)
-        return sums.loss / jnp.maximum(sums.weight, 1.0), sums
+    A batch whose loss or gradient norm is not finite leaves params and optimizer state as they were (its update
+    is dropped inside the compiled step, so NaNs never reach the state) and sets `metrics["nonfinite"]` to 1;
+    the loop decides whether that stops the run or is counted as a skip (`train.on_nonfinite`). The step counter
+    still advances: it is the data position.
+    """
+    objective = objective or make_objective("sft", AlignmentConfig(), token_losses)
 
     def train_step(state: TrainState, batch: Batch):
-        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+        loss_fn = partial(objective, module, dropout_key=dropout_key)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "tokens": sums.weight}
+        keep_new = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        params = jax.tree.map(keep_new, params, state.params)
+        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        metrics = {"loss": loss, "grad_norm": grad_norm, **aux,
+                   "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

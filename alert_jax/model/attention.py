@@ -1,0 +1,158 @@
+"""Attention kernels for packed rows and the KV cache, chosen by `model.attention`.
+
+Every implementation takes the same inputs — q [B, Q, H, D] (already scaled), k/v [B, K, H, D] (or
+[B, H, K, D] from the cache) and a `MaskSpec` of segment ids and slot indices — and builds its own mask from
+them, so no dense [B, 1, T, T] tensor is ever passed between layers:
+
+* `xla` (default): einsum softmax. For full rows of at least `BLOCKWISE_MIN_LENGTH` tokens it runs blockwise
+  over query blocks and only against the keys at or before each block, skipping the fully masked blocks above
+  the diagonal (about half the score work at T=2048); shorter rows and cached decoding run dense.
+* `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")` (GPU, bf16/fp16 only) with the boolean mask
+  from segment ids (JAX's wrapper turns it into an additive bias for the fused kernel).
+* `splash`: Pallas TPU splash attention with causal mask + segment ids (TPU only); `splash_interpret` runs the
+  same kernel in Pallas interpret mode, which is how it is tested on CPU. Cached decoding uses the xla path.
+
+Asking for a kernel the backend lacks is an `AttentionUnavailableError` when the model is first traced.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from alert_jax.errors import AlertJaxError
+
+IMPLEMENTATIONS = ("xla", "cudnn", "splash", "splash_interpret")
+MASK_VALUE = -1e9  # large but finite: a fully masked (left-padded) query row stays NaN-free
+# Measured on CPU (benchmarks/RESULTS.md, grad of attention alone, 12 heads x 64): at 2x1024 dense 3.6 s vs
+# blockwise 1.9 s (256-row blocks); at 1x2048 dense 10.9 s vs 4.9 s (512-row blocks). Below 1024 tokens the
+# [T, T] scores are cheap and one einsum is as fast.
+BLOCKWISE_MIN_LENGTH = 1024
+BLOCKS = 4  # query blocks per row: skips (BLOCKS - 1) / (2 * BLOCKS) of the score matrix
+MIN_BLOCK = 256
+SPLASH_BLOCK = 128  # splash tiles rows in blocks of this many tokens (and needs T to be a multiple of it)
+
+
+class AttentionUnavailableError(AlertJaxError):
+    """An attention kernel asked for on a backend that does not have it, or an unknown kernel name."""
+
+
+class MaskSpec(NamedTuple):
+    """What attention may see: causal by slot index, within a segment, and never a padding key (segment 0).
+
+    `*_index` are absolute slot indices (array order), which define causality for packed rows and the KV cache
+    alike; segments encode padding (0) and packed example boundaries (1..k).
+    """
+
+    q_segments: jax.Array  # [B, Q] int32
+    kv_segments: jax.Array  # [B, K]
+    q_index: jax.Array  # [B, Q]
+    kv_index: jax.Array  # [B, K]
+
+    def dense(self) -> jax.Array:
+        """[B, 1, Q, K] boolean, built from broadcast compares so XLA fuses it into the select that uses it."""
+        causal = self.q_index[:, :, None] >= self.kv_index[:, None, :]
+        same = self.q_segments[:, :, None] == self.kv_segments[:, None, :]
+        real_key = (self.kv_segments != 0)[:, None, :]
+        return (causal & same & real_key)[:, None, :, :]
+
+    def rows(self, q: slice, kv: slice) -> "MaskSpec":
+        return MaskSpec(self.q_segments[:, q], self.kv_segments[:, kv], self.q_index[:, q], self.kv_index[:, kv])
+
+
+def check_available(implementation: str) -> None:
+    """Fail early and clearly when `implementation` cannot run on the default backend."""
+    backend = jax.default_backend()
+    if implementation not in IMPLEMENTATIONS:
+        raise AttentionUnavailableError(f"model.attention={implementation!r}: use one of {', '.join(IMPLEMENTATIONS)}")
+    if implementation == "cudnn" and backend != "gpu":
+        raise AttentionUnavailableError(f"model.attention=cudnn needs a CUDA GPU (backend here: {backend}); "
+                                        "use model.attention=xla")
+    if implementation == "splash" and backend != "tpu":
+        raise AttentionUnavailableError(f"model.attention=splash needs a TPU (backend here: {backend}); use "
+                                        "model.attention=xla, or splash_interpret to run the kernel interpreted")
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implementation: str, heads_major_kv: bool,
+           dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
+    """Attention output [B, Q, H, D] in q's dtype. `heads_major_kv`: k/v are [B, H, K, D] (the KV cache).
+
+    `dropout` = (rate, key) drops attention probabilities (HF's `attention_dropout`); only the xla path has it.
+    """
+    full_rows = not heads_major_kv and q.shape[1] == k.shape[1]
+    if dropout is not None and implementation != "xla":
+        raise AttentionUnavailableError(f"model.attention_dropout > 0 needs model.attention=xla "
+                                        f"({implementation} has no attention dropout)")
+    if implementation == "cudnn":
+        if q.dtype not in (jnp.bfloat16, jnp.float16):
+            raise AttentionUnavailableError(f"model.attention=cudnn runs in bfloat16/float16 only (compute dtype "
+                                            f"here: {q.dtype}); set model.dtype=bfloat16")
+        if heads_major_kv:
+            k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
+        return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask.dense(), scale=1.0,
+                                            implementation="cudnn")
+    if implementation.startswith("splash") and full_rows:
+        return splash(q, k, v, mask, interpret=implementation == "splash_interpret")
+    if full_rows and q.shape[1] >= BLOCKWISE_MIN_LENGTH:
+        return blockwise_causal(q, k, v, mask, max(MIN_BLOCK, -(-q.shape[1] // BLOCKS)), dropout)
+    return dense(q, k, v, mask, heads_major_kv, dropout)
+
+
+def dense(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, heads_major_kv: bool,
+          dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
+    """Softmax over every key slot; scores in float32, the mask applied as one fused select."""
+    layout = "bhkd" if heads_major_kv else "bkhd"
+    scores = jnp.einsum(f"bqhd,{layout}->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.where(mask.dense(), scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        rate, key = dropout
+        keep = jax.random.bernoulli(key, 1.0 - rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - rate), 0.0)
+    return jnp.einsum(f"bhqk,{layout}->bqhd", probs.astype(q.dtype), v.astype(q.dtype))
+
+
+def blockwise_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, block: int,
+                     dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
+    """Full-row causal attention one query block at a time, each against only the keys up to its last row.
+
+    Valid because on full rows slot order is causal order (`q_index == kv_index`), so every key after a block is
+    masked for all of its queries; skipping them saves the work and the memory of the upper triangle.
+    """
+    t = q.shape[1]
+    outs = []
+    for i, start in enumerate(range(0, t, block)):
+        stop = min(start + block, t)
+        block_dropout = None if dropout is None else (dropout[0], jax.random.fold_in(dropout[1], i))
+        outs.append(dense(q[:, start:stop], k[:, :stop], v[:, :stop], mask.rows(slice(start, stop), slice(0, stop)),
+                          False, block_dropout))
+    return jnp.concatenate(outs, axis=1)
+
+
+def splash(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, interpret: bool) -> jax.Array:
+    """Pallas splash attention: causal mask and segment ids handled inside the kernel, per batch row.
+
+    Padding (segment 0) queries see only padding keys here, where the xla path gives them a uniform average;
+    they carry no loss weight, so only real tokens are comparable between the two.
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
+
+    _, t, heads, _ = q.shape
+    if t % SPLASH_BLOCK:
+        raise AttentionUnavailableError(f"model.attention=splash needs a sequence length that is a multiple of "
+                                        f"{SPLASH_BLOCK} (got {t}); set train.seq_len accordingly")
+    block = min(t, 512)
+    sizes = kernel_lib.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                                  block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+    heads_mask = mask_lib.MultiHeadMask([mask_lib.CausalMask((t, t)) for _ in range(heads)])
+    kernel = kernel_lib.make_splash_mha(heads_mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                        interpret=interpret)
+
+    def one_row(q_row, k_row, v_row, q_seg, kv_seg):
+        return kernel(q_row, k_row, v_row, segment_ids=kernel_lib.SegmentIds(q=q_seg, kv=kv_seg))
+
+    to_heads = lambda x: x.swapaxes(1, 2).astype(q.dtype)  # [B, H, T, D]
+    out = jax.vmap(one_row)(to_heads(q), to_heads(k), to_heads(v), mask.q_segments, mask.kv_segments)
+    return out.swapaxes(1, 2).astype(q.dtype)

@@ -1,0 +1,76 @@
+"""Ahead-of-time compile time of a train step with unrolled vs scanned decoder layers (`model.scan_layers`).
+
+Lowers and compiles `make_train_step` for abstract params and batch (nothing is allocated), once per layout,
+and reports lowering and compile seconds plus the compiled temporaries. A scanned model compiles one layer body
+instead of `num_hidden_layers` copies, which is what decides start-up time on a TPU/GPU slice.
+
+    python benchmarks/bench_compile_scan.py [--preset opt-1.3b --batch 1 --seq 2048 --remat full]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alert_jax.config import OptimConfig
+from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
+from alert_jax.model.presets import get_preset
+from alert_jax.train.optim import make_optimizer
+from alert_jax.train.step import TrainState, make_train_step
+from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
+
+
+def compile_train_step(preset: str, runtime: RuntimeOptions, batch: int, seq: int) -> dict[str, float]:
+    module = OPTForCausalLM(get_preset(preset), runtime)
+    params = jax.eval_shape(lambda key: nn.meta.unbox(boxed_params(module, key)), jax.random.PRNGKey(0))
+    tx = make_optimizer(OptimConfig(), total_steps=1000)
+    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(tx.init, params))
+    rows = {k: jax.ShapeDtypeStruct((batch, seq), jnp.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
+    rows["loss_weights"] = jax.ShapeDtypeStruct((batch, seq), jnp.float32)
+    start = time.perf_counter()
+    lowered = jax.jit(make_train_step(module, tx), donate_argnums=0).lower(state, rows)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
+    return {"lower_s": lowered_at - start, "compile_s": done - lowered_at,
+            "temp_gib": compiled.memory_analysis().temp_size_in_bytes / 2**30}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="opt-1.3b")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--remat", default="full")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    results = {}
+    for scan in (False, True):
+        results[scan] = compile_train_step(args.preset, RuntimeOptions(remat=args.remat, scan_layers=scan),
+                                           args.batch, args.seq)
+        print(f"scan_layers={scan}: {results[scan]}", flush=True)
+    lines = [
+        f"## Train-step compile time, unrolled vs scanned layers ({datetime.date.today().isoformat()})",
+        "",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}, jax {jax.__version__}; "
+        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machine)",
+        f"- {args.preset}, fp32, remat={args.remat!r}, batch {args.batch} x {args.seq}; ahead-of-time "
+        "`jit(train_step).lower(abstract state, batch).compile()` on one CPU device",
+        "",
+        "| scan_layers | lower s | compile s | compiled temporaries GiB |",
+        "|---|---|---|---|",
+        *(f"| {scan} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | {r['temp_gib']:.2f} |" for scan, r in results.items()),
+        "",
+    ]
+    publish(lines, args.no_write)
+
+
+if __name__ == "__main__":
+    main()

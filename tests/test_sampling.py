@@ -1,0 +1,157 @@
+"""`alert-jax sample`: labels from evaluation's own answer rules, scores that are the model's length-normalised
+log-likelihood, resumption after a kill with no sample lost or duplicated, and rows that keep a question's
+samples together for the alignment trainer."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import alert_jax
+import alert_jax.evaluate
+import alert_jax.generation
+from alert_jax.config import load_config
+from alert_jax.data.suites import load_suite
+from alert_jax.data.tokenizer import SentencePieceTokenizer, load_tokenizer
+from alert_jax.metrics import score
+from alert_jax.data.templates import extract_answer
+from alert_jax.model.model import Model, init_params
+from alert_jax.model.opt import RuntimeOptions
+from alert_jax.model.presets import get_preset
+from alert_jax.sampling import SAMPLES_FILE, label_sample, sample, training_questions
+from alert_jax.train.sample_rows import alignment_rows
+
+K, QUESTIONS = 3, 2
+CFG = load_config(None, ["data.suite=synthetic", f"alignment.k={K}", f"alignment.max_questions_per_task={QUESTIONS}",
+                         "alignment.max_new_tokens=8", "alignment.batch_size=4", "alignment.temperature=1.0",
+                         "train.seq_len=256"])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random opt-tiny with a tokenizer learnt from the synthetic finetuning questions, kept beside it."""
+    directory = tmp_path_factory.mktemp("model") / "tiny"
+    corpus = [f"{ex.input} {ex.rationale} The answer is {ex.references[0]}."
+              for entry, task in load_suite("synthetic").load_tasks() for ex in task.examples]
+    tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=500, vocab_size_is_limit=True)
+    config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=-(-tokenizer.vocab_size // 8) * 8)
+    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
+    tokenizer.save(directory / "tokenizer")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def finished(model_dir, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("samples")
+    sample(str(model_dir), CFG, workdir)
+    return workdir
+
+
+def test_k_samples_per_training_question(finished):
+    records = _lines(finished / SAMPLES_FILE)
+    questions = training_questions(CFG.data, CFG.alignment)
+    assert len(questions) == 4 * QUESTIONS  # four synthetic finetuning tasks
+    assert sorted((r["question"], r["sample"]) for r in records) == sorted(
+        (q.key, i) for q in questions for i in range(K))
+
+
+def test_labels_follow_evaluation_answer_rules(finished):
+    for record in _lines(finished / SAMPLES_FILE):
+        assert record["prediction"] == extract_answer(record["generation"])
+        assert record["correct"] == (score(record["prediction"], record["references"])["relaxed_match"] > 0)
+    question = training_questions(CFG.data, CFG.alignment)[0]
+    answer = question.example.references[0]
+    assert label_sample(question, 0, f" Some steps. The answer is {answer}.")["correct"]
+    assert not label_sample(question, 0, f" Some steps. The answer is {answer}0.")["correct"]
+
+
+def test_labels_use_the_very_code_evaluation_uses(monkeypatch):
+    """Change evaluation's answer extraction and sampling's labels change with it: one code path."""
+    question = training_questions(CFG.data, CFG.alignment)[0]
+    monkeypatch.setattr(alert_jax.evaluate, "extract_answer", lambda text: question.example.references[0])
+    assert label_sample(question, 0, "nonsense")["correct"]
+
+
+def test_scores_are_the_models_length_normalised_log_likelihood(finished, model_dir):
+    """Recomputed here one sample at a time, unpacked, from the model's logits."""
+    model = alert_jax.load_model(str(model_dir))
+    tokenizer = load_tokenizer(model_dir / "tokenizer")
+    for record in _lines(finished / SAMPLES_FILE)[:4]:
+        prompt = tokenizer.encode_with_bos(record["prompt"])
+        target = tokenizer.encode(" " + record["generation"]) + [tokenizer.eos_id]
+        ids = np.array([prompt + target])
+        log_probs = alert_jax.logits(model, ids)[0]
+        log_probs = log_probs - np.logaddexp.reduce(log_probs, axis=-1, keepdims=True)
+        expected = sum(log_probs[len(prompt) - 1 + i, t] for i, t in enumerate(target))
+        assert record["tokens"] == len(target)
+        assert record["logp"] == pytest.approx(float(expected), abs=1e-3)
+        assert record["score"] == pytest.approx(float(expected) / len(target), abs=1e-4)
+
+
+def test_resumes_after_a_kill_without_lost_or_duplicated_samples(finished, model_dir, tmp_path, monkeypatch):
+    workdir = tmp_path / "samples"
+    shutil.copytree(finished, workdir)
+    full = (workdir / SAMPLES_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+    k = 7
+    (workdir / SAMPLES_FILE).write_text("\n".join(full[:k]) + "\n" + full[k][: len(full[k]) // 2], encoding="utf-8")
+    seen: list[str] = []
+    real = alert_jax.generation.generate_text
+    monkeypatch.setattr(alert_jax.generation, "generate_text",
+                        lambda model, tok, prompts, **kw: seen.extend(prompts) or real(model, tok, prompts, **kw))
+
+    sample(str(model_dir), CFG, workdir)
+
+    resumed = (workdir / SAMPLES_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+    assert resumed[:k] == full[:k]
+    assert len(seen) == len(full) - k
+    keys = [(r["question"], r["sample"]) for r in map(json.loads, resumed)]
+    assert len(keys) == len(set(keys)) == len(full)
+
+
+def test_alignment_rows_keep_each_questions_samples_in_one_row(finished, model_dir):
+    records = _lines(finished / SAMPLES_FILE)
+    rows = alignment_rows(finished, load_tokenizer(model_dir / "tokenizer"), seq_len=256)
+    arrays = rows.arrays
+    slots = arrays["sample_group"] > 0
+    assert slots.sum() == len(records)
+    for row in range(len(arrays["inputs"])):
+        used = int(arrays["segment_ids"][row].max())
+        assert slots[row].sum() == used  # one slot per segment
+        groups = arrays["sample_group"][row][:used]
+        assert all(np.bincount(groups)[1:] == K)  # every question in the row brings all its k samples
+    # rows hold the samples in file order (question-major), one slot per segment
+    assert list(arrays["sample_label"][slots]) == [float(r["correct"]) for r in records]
+    assert np.allclose(arrays["ref_logp"][slots], [r["logp"] for r in records], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_aft_finetune_resumes_after_a_kill_with_the_uninterrupted_losses(finished, model_dir, tmp_path):
+    from alert_jax.train.loop import Trainer
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    records = _lines(finished / SAMPLES_FILE)
+    (samples / SAMPLES_FILE).write_text("".join(json.dumps({**r, "correct": r["sample"] == 0}) + "\n"
+                                                for r in records))  # pairs in every question
+    cfg = load_config(None, [f"model.name={model_dir}", "train.objective=aft", f"alignment.samples={samples}",
+                             "train.steps=6", "train.batch_size=2", "train.seq_len=256", "train.log_every=1",
+                             "train.eval_every=6", "train.checkpoint_every=3", "optim.warmup_steps=1",
+                             "train.async_checkpointing=false", "data.examples_per_task=20", "mesh.fsdp=1"])
+    Trainer(cfg, tmp_path / "reference").run()
+    killed = tmp_path / "killed"
+    Trainer(cfg, killed).run()
+    shutil.rmtree(killed / "checkpoints" / "6")  # as if killed after the step-3 checkpoint
+    Trainer(cfg, killed).run()
+    reference = _lines(tmp_path / "reference" / "metrics.jsonl")
+    resumed = _lines(killed / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, 7))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], abs=1e-6)
+    assert all(r["rank_loss"] > 0 for r in resumed)
