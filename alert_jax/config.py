@@ -260,6 +260,7 @@ FIELD_RULES: dict[str, Rule] = {
     "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE, "eval.instance_seed": at_least(0),
     "eval.prompting": one_of("zero_shot", "few_shot", "few_shot_explained"),  # evaluate.py PROMPTING_MODES
     "eval.shots": at_least(1),
+    "eval.quantize": one_of("none", "int8"),  # model/quantize.py QUANTIZE_MODES
     **{f"eval.mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
 }
 
