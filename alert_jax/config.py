@@ -6,7 +6,6 @@ that names the dotted key — a typo in a launch script must fail before any dev
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import math
 import types
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+
+from alert_jax.errors import AlertJaxError
 
 
 class ConfigError(AlertJaxError):

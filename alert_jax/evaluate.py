@@ -24,7 +24,6 @@ The workdir is locked for the job (`RunDir.claim`): a second evaluation into it 
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import json
 import logging
@@ -41,6 +40,7 @@ from alert_jax.data.example import Example, Task
 from alert_jax.data.selection import demonstration_pool, evaluated_instances, shots_for
 from alert_jax.data.suites import SCORED_SPLITS, SuiteTask, load_suite
 from alert_jax.data.templates import TEMPLATES, extract_answer, render_prompt
+from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.aggregate import System
 from alert_jax.metrics.scores import METRICS, score
 from alert_jax.parallel.mesh import is_main_process, maybe_initialize_distributed

@@ -21,7 +21,6 @@ generated text only (not across the prompt boundary).
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import functools
 import logging
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from alert_jax.errors import AlertJaxError
 from alert_jax.model.io import mesh_of
 from alert_jax.model.model import Model
 from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding

@@ -32,7 +32,6 @@ multi-host GPU job, run each experiment through the scripts in `launch/` instead
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import itertools
 import json
@@ -46,6 +45,7 @@ import yaml
 
 from alert_jax.analysis.report import SCORES_FILE  # written last by `evaluate`: its presence means "finished"
 from alert_jax.config import ConfigError, ExperimentConfig, eval_config_for, load_config, parse_override
+from alert_jax.errors import AlertJaxError
 
 MANIFEST_FILE = "sweep.jsonl"
 EVAL_SUBDIR = "eval"

@@ -7,7 +7,6 @@ so "seen" means seen as ROUGE-L sees it.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import json
 from collections import Counter
@@ -18,6 +17,7 @@ from alert_jax.config import DataConfig, ExperimentConfig
 from alert_jax.data.mixture import capped
 from alert_jax.data.suites import SCORED_SPLITS, load_suite
 from alert_jax.data.templates import task_pairs
+from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.tokens import tokenize
 
 

@@ -7,7 +7,6 @@ get their own per-skill tables and all metrics go to the CSVs.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import json
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ from alert_jax.config import load_config
 from alert_jax.data.templates import FINETUNE_TEMPLATE
 from alert_jax.analysis.sensitivity import skill_sensitivity, task_sensitivity
 from alert_jax.analysis.tables import fmt, grid_table, markdown_table, write_csv
+from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.aggregate import (
     SPLIT_ORDER, VARIANT_ORDER, GroupScore, ScoreRow, ScoreRowError, System, TaskScore,
     order_key, per_skill, per_split, per_task,

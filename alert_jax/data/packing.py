@@ -27,7 +27,6 @@ its head.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import bisect
 import dataclasses
 import logging
@@ -37,6 +36,7 @@ import numpy as np
 
 from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR
 from alert_jax.data.tokenizer import Tokenizer
+from alert_jax.errors import AlertJaxError
 
 log = logging.getLogger(__name__)
 

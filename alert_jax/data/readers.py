@@ -36,7 +36,6 @@ JSONL is streamed line by line.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import csv
 import json
 import re
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from alert_jax.data.example import Demonstration, Example, Task
+from alert_jax.errors import AlertJaxError
 
 
 class DataFormatError(AlertJaxError):

@@ -25,7 +25,6 @@ scoring and under `finetune` for the finetuning corpus; the generator keeps the 
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +33,7 @@ import yaml
 
 from alert_jax.data import readers, synthetic
 from alert_jax.data.example import Task
+from alert_jax.errors import AlertJaxError
 from alert_jax.shipped import CONFIGS_DIR
 
 SKILLS: tuple[str, ...] = (

@@ -32,10 +32,10 @@ Zero-shot adds nothing: a template's own NIV2 demonstrations (T2–T4) are part 
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 from typing import Literal, Sequence
 
 from alert_jax.data.example import Demonstration, Example, Task
+from alert_jax.errors import AlertJaxError
 
 TEMPLATES: tuple[str, ...] = ("T1", "T2", "T3", "T4", "T5")
 FINETUNE_TEMPLATE = "T5"

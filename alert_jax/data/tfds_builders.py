@@ -25,7 +25,6 @@ the temporary tree is removed and `out_dir` is left exactly as it was.
 from __future__ import annotations
 
 from alert_jax.atomic import replace_dir
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import re
 import shutil
@@ -38,6 +37,7 @@ import tensorflow_datasets as tfds
 from alert_jax.data import suites, templates
 from alert_jax.data.example import Demonstration, Example, Task
 from alert_jax.data.splits import is_validation
+from alert_jax.errors import AlertJaxError
 
 Variant = Literal["ft", "cot"]
 FINETUNE_BUILDER = "alert_finetune_mix"

@@ -13,7 +13,6 @@ On-disk formats recognised by `load_tokenizer` (a directory or a file inside it)
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import abc
 import io
 import json
@@ -23,6 +22,8 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
+
+from alert_jax.errors import AlertJaxError
 
 BOS_PIECE, PAD_PIECE, EOS_PIECE, UNK_PIECE = "<s>", "<pad>", "</s>", "<unk>"
 # fairseq/OPT layout; BOS for OPT-style models is `</s>` (id 2), not `<s>`.

@@ -7,7 +7,6 @@ so the report can be built on a laptop without jax.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import dataclasses
 import math
 import re
@@ -15,6 +14,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.scores import METRICS
 
 VARIANT_ORDER: tuple[str, ...] = ("pretrained", "ft", "cot")

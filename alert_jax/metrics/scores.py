@@ -9,11 +9,11 @@ match, on a 0–100 scale, so that task means read like the numbers in the ALERT
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import functools
 import string
 from typing import Any, Callable, Sequence
 
+from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.tokens import rouge_tokenizer
 
 METRICS: tuple[str, ...] = ("rouge_l", "exact_match", "relaxed_match", "contains_match")

@@ -15,7 +15,6 @@ of the model while converting, whatever its size.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import builtins
 import collections
 import dataclasses
@@ -31,6 +30,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
+
+from alert_jax.errors import AlertJaxError
 
 SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),

@@ -7,7 +7,6 @@ priority and a mesh axis used at most once per array.
 """
 from __future__ import annotations
 
-from alert_jax.errors import AlertJaxError
 import contextlib
 import logging
 import math
@@ -17,6 +16,8 @@ from typing import Any, Union
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from alert_jax.errors import AlertJaxError
 
 logger = logging.getLogger(__name__)
 
