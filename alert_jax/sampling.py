@@ -153,7 +153,8 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
     import jax
 
     from alert_jax.data.packing import pack_groups
-    from alert_jax.generation import _mesh_of, _rows_sharding, _to_devices, _to_host
+    from alert_jax.generation import _rows_sharding, _to_devices, _to_host
+    from alert_jax.model.io import mesh_of
     from alert_jax.train.corpus import tokenize_pairs
     from alert_jax.train.loop import pad_rows
     from alert_jax.train.objectives import SEGMENT_SLOTS, segment_log_probs
@@ -168,7 +169,7 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
         segments = segment_log_probs(-token_losses(module, params, batch), batch)
         return segments.total, segments.count
 
-    sharding = _rows_sharding(_mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
+    sharding = _rows_sharding(mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for start in range(0, len(rows["inputs"]), batch_rows):
         batch = {k: _to_devices(v[start:start + batch_rows], sharding) for k, v in rows.items()}
