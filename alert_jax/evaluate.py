@@ -204,7 +204,7 @@ def resolve_tokenizer(model_path: str, tokenizer: Optional[str]) -> "Tokenizer":
                         f"{RunDir(model_dir).tokenizer}")
 
 
-def _chunks(items: Sequence[WorkItem], size: int) -> Iterator[Sequence[WorkItem]]:
+def chunks(items: Sequence[WorkItem], size: int) -> Iterator[Sequence[WorkItem]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -297,7 +297,7 @@ def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source:
     stats, start = GenerationStats(), time.perf_counter()
     with tqdm(total=len(todo), desc=f"evaluate {system.label}", unit="prompt", dynamic_ncols=True,
               disable=not writer) as bar:
-        for chunk in _chunks(todo, CHUNK_BATCHES * cfg.batch_size):
+        for chunk in chunks(todo, CHUNK_BATCHES * cfg.batch_size):
             texts = generate_text(model, tokenizer, [item.prompt for item in chunk], batch_size=cfg.batch_size,
                                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                   seed=cfg.seed, stop_strings=tuple(cfg.stop_strings), stats=stats)

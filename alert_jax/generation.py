@@ -261,9 +261,9 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     sampling = _Sampling(jnp.asarray(stop_table), jnp.float32(max(temperature, 1e-30)), jnp.float32(top_p),
                          jax.random.PRNGKey(seed))
     mesh = mesh_of(model)
-    rows = _rows_sharding(mesh, len(ids))
+    rows = rows_sharding(mesh, len(ids))
     with logical_sharding(mesh, DEFAULT_RULES):
-        state = _prefill_program(model.module)(model.params, _to_devices(ids, rows), _to_devices(mask, rows),
+        state = _prefill_program(model.module)(model.params, to_devices(ids, rows), to_devices(mask, rows),
                                                new_slots=bucket_length(max_new_tokens))
         decode = _decode_program(model.module, mode)
         if stop_strings:
@@ -271,7 +271,7 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
                                                       tokenizer)
         else:
             state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
-            tokens, steps = _to_host(state.tokens)[:, :max_new_tokens], int(_to_host(state.step))
+            tokens, steps = to_host(state.tokens)[:, :max_new_tokens], int(to_host(state.step))
     if stats is not None:
         stats.batches += 1
         stats.decode_steps += steps
@@ -286,7 +286,7 @@ def _generated_lengths(tokens: np.ndarray, pad_id: int) -> np.ndarray:
     return np.where(real.any(axis=1), tokens.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
 
 
-def _rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:
+def rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:
     """Prompt rows split over the mesh as the rules place "batch" (data × fsdp); whole on every device when the
     batch does not divide (generate_text keeps its batch size, so results never depend on the mesh's shape)."""
     sharding = batch_sharding(mesh, DEFAULT_RULES)
@@ -295,12 +295,12 @@ def _rows_sharding(mesh: Mesh, batch: int) -> NamedSharding:
     return sharding if batch % ways == 0 else NamedSharding(mesh, PartitionSpec())
 
 
-def _to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+def to_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array (the same on every process) as a global array: each device takes just its own slice."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def _to_host(array: jax.Array) -> np.ndarray:
+def to_host(array: jax.Array) -> np.ndarray:
     """The whole value on this host, also when it spans devices of other processes (a multi-host job)."""
     if array.is_fully_addressable:
         return np.asarray(array)
@@ -317,9 +317,9 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
     checked = 0  # generated tokens already searched for stop strings
     unchecked_rows = np.ones(state.done.shape, bool)  # rows that may still complete a stop string
     while True:
-        step = int(_to_host(state.step))
-        tokens = np.array(_to_host(state.tokens))
-        done = np.array(_to_host(state.done))
+        step = int(to_host(state.step))
+        tokens = np.array(to_host(state.tokens))
+        done = np.array(to_host(state.done))
         for row in np.flatnonzero(unchecked_rows):
             end = _stop_string_end(tokens[row, :step], checked, stop_strings, tokenizer)
             if end is not None:
@@ -329,8 +329,8 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
         checked = step
         if step >= max_new_tokens or done.all():
             return tokens[:, :max_new_tokens], step
-        state = state._replace(tokens=_to_devices(tokens, state.tokens.sharding),
-                               done=_to_devices(done, state.done.sharding))
+        state = state._replace(tokens=to_devices(tokens, state.tokens.sharding),
+                               done=to_devices(done, state.done.sharding))
         limit = min(step + STOP_STRING_CHECK_EVERY, max_new_tokens)
         state = decode(model.params, state, jnp.int32(limit), sampling)
 
@@ -382,7 +382,7 @@ def compile_ahead_of_time(module: OPTForCausalLM, params: Any, mesh: Mesh, batch
     """(prefill, greedy decode) compiled for abstract `params` (ShapeDtypeStructs with shardings) and a
     [batch, prompt] prompt — the programs `generate` would run, built without allocating a parameter, so the
     planner (alert_jax/plan.py) can read their memory use for models larger than this machine."""
-    rows = _rows_sharding(mesh, batch)
+    rows = rows_sharding(mesh, batch)
     prompt_spec = jax.ShapeDtypeStruct((batch, prompt), jnp.int32, sharding=rows)
     replicated = NamedSharding(mesh, PartitionSpec())
     sampling = _Sampling(jax.ShapeDtypeStruct((module.cfg.vocab_size,), jnp.bool_, sharding=replicated),

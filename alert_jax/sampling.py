@@ -30,7 +30,7 @@ from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import FINETUNE_TEMPLATE, render_prompt
 from alert_jax.errors import AlertJaxError
-from alert_jax.evaluate import WorkItem, _chunks, append_records, instance_record, read_generations
+from alert_jax.evaluate import CHUNK_BATCHES, WorkItem, append_records, chunks, instance_record, read_generations
 from alert_jax.metrics.aggregate import System
 from alert_jax.parallel.mesh import is_main_process, maybe_initialize_distributed
 from alert_jax.workdir import RunDir
@@ -132,7 +132,7 @@ def _sample_into(path: Path, todo: Sequence[tuple[Question, int]], model_path: s
     align = cfg.alignment
     model = load_model(model_path, cfg.eval.dtype, mesh=make_mesh(cfg.eval.mesh, devices_for(cfg.eval.mesh)))
     tokenizer = resolve_tokenizer(str(model_path), cfg.data.tokenizer or None)
-    for number, chunk in enumerate(_chunks(todo, 4 * align.batch_size)):
+    for number, chunk in enumerate(chunks(todo, CHUNK_BATCHES * align.batch_size)):
         texts = generate_text(model, tokenizer, [q.prompt for q, _ in chunk], batch_size=align.batch_size,
                               max_new_tokens=align.max_new_tokens, temperature=align.temperature,
                               top_p=align.top_p, seed=align.seed + seed_offset + number * len(chunk),
@@ -153,7 +153,7 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
     import jax
 
     from alert_jax.data.packing import pack_groups
-    from alert_jax.generation import _rows_sharding, _to_devices, _to_host
+    from alert_jax.generation import rows_sharding, to_devices, to_host
     from alert_jax.model.io import mesh_of
     from alert_jax.train.corpus import tokenize_pairs
     from alert_jax.train.loop import pad_rows
@@ -169,11 +169,11 @@ def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[st
         segments = segment_log_probs(-token_losses(module, params, batch), batch)
         return segments.total, segments.count
 
-    sharding = _rows_sharding(mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
+    sharding = rows_sharding(mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for start in range(0, len(rows["inputs"]), batch_rows):
-        batch = {k: _to_devices(v[start:start + batch_rows], sharding) for k, v in rows.items()}
-        total, count = (_to_host(x) for x in sums(model.params, batch))
+        batch = {k: to_devices(v[start:start + batch_rows], sharding) for k, v in rows.items()}
+        total, count = (to_host(x) for x in sums(model.params, batch))
         for row, groups in enumerate(row_groups[start:start + batch_rows]):
             for slot, index in enumerate(groups):
                 out[index] = (float(total[row, slot]), int(count[row, slot]))

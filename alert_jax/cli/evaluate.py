@@ -19,7 +19,7 @@ SHORTHANDS = {
 
 def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The config file's evaluation (completed from its experiment), then `--set`, then the shorthand flags."""
-    shorthand = [f"eval.{key}={_override_value(getattr(args, dest))}" for dest, key in SHORTHANDS.items()
+    shorthand = [f"eval.{key}={override_value(getattr(args, dest))}" for dest, key in SHORTHANDS.items()
                  if getattr(args, dest) is not None]
     mesh = [f"eval.mesh.{axis}={size}" for axis, size in parse_mesh(args.mesh).items()] if args.mesh else []
     cfg = load_config(args.config, [*args.set, *shorthand, *mesh])
@@ -44,7 +44,7 @@ def parse_mesh(text: str) -> dict[str, int]:
     return sizes
 
 
-def _override_value(value: Any) -> str:
+def override_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from alert_jax.cli.evaluate import _override_value, parse_mesh
+from alert_jax.cli.evaluate import override_value, parse_mesh
 
 # flag (argparse dest) → config key; each given flag becomes `--set KEY=VALUE` after the --set ones
 SHORTHANDS = {"suite": "data.suite", "data_root": "data.data_root", "tokenizer": "data.tokenizer",
@@ -21,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     from alert_jax.parallel.mesh import is_main_process
     from alert_jax.sampling import sample
 
-    shorthand = [f"{key}={_override_value(getattr(args, dest))}" for dest, key in SHORTHANDS.items()
+    shorthand = [f"{key}={override_value(getattr(args, dest))}" for dest, key in SHORTHANDS.items()
                  if getattr(args, dest) is not None]
     mesh = [f"eval.mesh.{axis}={size}" for axis, size in parse_mesh(args.mesh).items()] if args.mesh else []
     path = sample(args.model, load_config(args.config, [*args.set, *shorthand, *mesh]), args.workdir)
