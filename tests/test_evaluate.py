@@ -2,7 +2,6 @@
 means of the instance metrics, and resumption after a kill without redoing or duplicating work."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,6 @@ import pytest
 import alert_jax
 import alert_jax.generation
 from alert_jax.analysis.report import load_scores
-from alert_jax.model.model import Model, init_params
 from alert_jax.data.example import Example, Task
 from alert_jax.data.selection import evaluated_instances
 from alert_jax.data.suites import SuiteTask, load_suite
@@ -25,8 +23,7 @@ from alert_jax.cli import main
 from alert_jax.cli.evaluate import eval_config_from_args, register
 from alert_jax.config import EvalConfig
 from alert_jax.metrics import METRICS, score
-from alert_jax.model.opt import RuntimeOptions
-from alert_jax.model.presets import get_preset
+from tests.tiny_model import save_random_tiny_model
 
 TEMPLATES = ("T1", "T5")
 N = 3  # instances per task
@@ -55,10 +52,7 @@ def model_dir(tmp_path_factory) -> Path:
     corpus = [f"{t.definition}\n{ex.input} {ex.references[0]}" for _, t in _synthetic_eval_tasks()
               for ex in t.examples]
     tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=400)
-    config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=tokenizer.vocab_size)
-    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
-    tokenizer.save(directory / "tokenizer")
-    return directory
+    return save_random_tiny_model(directory, tokenizer)
 
 
 @pytest.fixture(scope="module")

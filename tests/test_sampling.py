@@ -3,7 +3,6 @@ log-likelihood, resumption after a kill with no sample lost or duplicated, and r
 samples together for the alignment trainer."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,11 +18,9 @@ from alert_jax.data.suites import load_suite
 from alert_jax.data.tokenizer import SentencePieceTokenizer, load_tokenizer
 from alert_jax.metrics import score
 from alert_jax.data.templates import extract_answer
-from alert_jax.model.model import Model, init_params
-from alert_jax.model.opt import RuntimeOptions
-from alert_jax.model.presets import get_preset
 from alert_jax.sampling import SAMPLES_FILE, label_sample, sample, training_questions
 from alert_jax.train.sample_rows import alignment_rows
+from tests.tiny_model import save_random_tiny_model
 
 K, QUESTIONS = 3, 2
 CFG = load_config(None, ["data.suite=synthetic", f"alignment.k={K}", f"alignment.max_questions_per_task={QUESTIONS}",
@@ -42,10 +39,7 @@ def model_dir(tmp_path_factory) -> Path:
     corpus = [f"{ex.input} {ex.rationale} The answer is {ex.references[0]}."
               for entry, task in load_suite("synthetic").load_tasks() for ex in task.examples]
     tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=500, vocab_size_is_limit=True)
-    config = dataclasses.replace(get_preset("opt-tiny"), vocab_size=-(-tokenizer.vocab_size // 8) * 8)
-    alert_jax.save_model(Model(config, init_params(config, RuntimeOptions())), directory)  # a unit: tokenizer after
-    tokenizer.save(directory / "tokenizer")
-    return directory
+    return save_random_tiny_model(directory, tokenizer, vocab_size=-(-tokenizer.vocab_size // 8) * 8)
 
 
 @pytest.fixture(scope="module")
