@@ -41,11 +41,17 @@ def _sibling(target: Path, role: str) -> Path:
 
 
 def recover(target: Path) -> None:
-    """Finish undoing a swap a kill interrupted between its two renames: the old tree goes back to `target`."""
+    """Finish undoing a swap a kill interrupted between its two renames: the old tree goes back to `target`.
+
+    Readers on several hosts may call this at once on a shared filesystem: the first rename wins and the others
+    find the old tree already gone, which is the same outcome."""
     target = Path(target)
     old = _sibling(target, "old")
     if old.exists() and not target.exists():
-        os.replace(old, target)
+        try:
+            os.replace(old, target)
+        except FileNotFoundError:
+            pass
 
 
 def replace_dir(staging: Path, target: Path) -> None:

@@ -172,7 +172,7 @@ def train_program(cfg: ExperimentConfig, mesh) -> tuple[Any, Any, Any]:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding, optimizer_state_shardings
+    from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, optimizer_state_shardings
     from alert_jax.train.optim import make_optimizer
     from alert_jax.train.step import TrainState, make_train_step
 
@@ -187,9 +187,8 @@ def train_program(cfg: ExperimentConfig, mesh) -> tuple[Any, Any, Any]:
     batch = {name: jax.ShapeDtypeStruct(shape, jnp.float32 if name == "loss_weights" else jnp.int32, sharding=rows)
              for name in ("inputs", "targets", "segment_ids", "positions", "loss_weights")}
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
-    with logical_sharding(mesh, DEFAULT_RULES):
-        step = jax.jit(make_train_step(module, tx), donate_argnums=0, in_shardings=(state_shardings, rows),
-                       out_shardings=(state_shardings, replicated))
+    step = jax.jit(make_train_step(module, tx), donate_argnums=0, in_shardings=(state_shardings, rows),
+                   out_shardings=(state_shardings, replicated))  # traced (under the callers' rules) when lowered
     return step, state, batch
 
 

@@ -18,6 +18,7 @@ duplicated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -145,30 +146,37 @@ def _sample_into(path: Path, todo: Sequence[tuple[Question, int]], model_path: s
                                   for r, (logp, tokens) in zip(records, scores)])
 
 
+@functools.lru_cache(maxsize=8)
+def _segment_sums_program(module: Any):
+    """Jitted per-segment (summed log-likelihood, token count) for one model: compiled once, although
+    `score_texts` runs for every sampled chunk (its rows always have the same shape)."""
+    import jax
+
+    from alert_jax.train.objectives import segment_log_probs
+    from alert_jax.train.step import token_losses
+
+    def sums(params, batch):
+        segments = segment_log_probs(-token_losses(module, params, batch), batch)
+        return segments.total, segments.count
+
+    return jax.jit(sums)
+
+
 def score_texts(model: "Model", tokenizer: "Tokenizer", pairs: Sequence[tuple[str, str]], seq_len: int,
                 batch_rows: int) -> list[tuple[float, int]]:
     """(summed log-likelihood, token count) of each (prompt, target) pair's target tokens, EOS included — the
     tokens, packing and per-segment sums the alignment trainer uses, so a stored score is the score training
     starts from. Rows are laid over the model's mesh like generation's prompts, so a multi-host job scores as one."""
-    import jax
-
     from alert_jax.data.packing import pack_groups
     from alert_jax.generation import rows_sharding, to_devices, to_host
     from alert_jax.model.io import mesh_of
     from alert_jax.train.corpus import tokenize_pairs
     from alert_jax.train.loop import pad_rows
-    from alert_jax.train.objectives import SEGMENT_SLOTS, segment_log_probs
-    from alert_jax.train.step import token_losses
+    from alert_jax.train.objectives import SEGMENT_SLOTS
 
     packed, row_groups = pack_groups(tokenize_pairs(tokenizer, pairs), [1] * len(pairs), seq_len, SEGMENT_SLOTS)
     rows = pad_rows(packed.arrays, batch_rows)
-    module = model.module
-
-    @jax.jit
-    def sums(params, batch):
-        segments = segment_log_probs(-token_losses(module, params, batch), batch)
-        return segments.total, segments.count
-
+    sums = _segment_sums_program(model.module)
     sharding = rows_sharding(mesh_of(model), batch_rows)  # rows split over the model's mesh, as in generation
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for start in range(0, len(rows["inputs"]), batch_rows):

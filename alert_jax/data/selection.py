@@ -10,6 +10,7 @@ instance, from the task's instances that are not evaluated — never from the in
 from __future__ import annotations
 
 import hashlib
+import heapq
 from typing import Sequence
 
 from alert_jax.data.example import Example
@@ -38,6 +39,12 @@ def demonstration_pool(examples: Sequence[Example], evaluated: Sequence[Example]
 
 def shots_for(task: str, example: Example, pool: Sequence[Example], shots: int, seed: int = 0
               ) -> tuple[Example, ...]:
-    """`shots` demonstrations for `example`, drawn by seed from `pool` without `example` itself."""
+    """`shots` demonstrations for `example`, drawn by seed from `pool` without `example` itself.
+
+    Called once per evaluated instance, so zero-shot (the default) hashes nothing and a few shots take the
+    `shots` smallest ranks (`heapq.nsmallest` equals `sorted(...)[:shots]`) rather than sorting the whole pool."""
+    if shots <= 0:
+        return ()
     others = [ex for ex in pool if ex is not example and (not example.id or ex.id != example.id)]
-    return tuple(sorted(others, key=lambda ex: _rank(seed, task, f"shots:{example.id or example.input}", ex))[:shots])
+    return tuple(heapq.nsmallest(shots, others,
+                                 key=lambda ex: _rank(seed, task, f"shots:{example.id or example.input}", ex)))

@@ -29,7 +29,7 @@ from alert_jax.model.model import Model, dtype_from_name
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import PRESETS, OPTConfig, get_preset, is_preset
 from alert_jax.model.quantize import QuantizeError, check_mode, quantize_params
-from alert_jax.parallel.mesh import MESH_AXES, is_main_process, make_mesh
+from alert_jax.parallel.mesh import is_main_process, make_mesh
 from alert_jax.parallel.rules import (
     DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
 )
@@ -82,9 +82,9 @@ def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int 
                            f"name ({', '.join(PRESETS)})")
 
 
-def single_device_mesh() -> Mesh:
-    """The mesh of one device (this process's first): where an unsharded model lives."""
-    return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
+def single_device_mesh(device: Optional[jax.Device] = None) -> Mesh:
+    """The mesh of one device (default: this process's first): where an unsharded model lives."""
+    return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), [device or jax.local_devices()[0]])
 
 
 def mesh_of(model: Model) -> Mesh:
@@ -92,8 +92,7 @@ def mesh_of(model: Model) -> Mesh:
     sharding = getattr(jax.tree.leaves(model.params)[0], "sharding", None)
     if isinstance(sharding, NamedSharding):
         return sharding.mesh
-    device = next(iter(sharding.device_set)) if sharding is not None else jax.local_devices()[0]
-    return Mesh(np.array([device]).reshape(1, 1, 1), MESH_AXES)
+    return single_device_mesh(next(iter(sharding.device_set)) if sharding is not None else None)
 
 
 def quantize_model(model: Model, rules: LogicalRules = DEFAULT_RULES) -> Model:
@@ -176,8 +175,8 @@ def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
+    refuse_existing(out_dir, overwrite)  # before the layout conversion, which copies a scanned model's params
     params = layout.to_layout(model.params, False)  # the canonical per-layer layout, whatever the model runs
-    refuse_existing(out_dir, overwrite)
     with staged_dir(out_dir, owner=is_main_process()) as staging:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(staging / "params", params, force=True)

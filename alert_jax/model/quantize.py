@@ -89,10 +89,6 @@ def int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array, dtype: Any) -> jax
     return (y * scale.astype(dtype)).reshape(*x.shape[:-1], q.shape[0])
 
 
-def _boxed(init, names: tuple[str, ...]):
-    return nn.with_logical_partitioning(init, names)
-
-
 class Int8Dense(nn.Module):
     """`nn.Dense` over an int8 kernel [out, in]: y = (x · qᵀ) * scale + bias (`int8_matmul`)."""
 
@@ -104,13 +100,16 @@ class Int8Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", _boxed(nn.initializers.zeros, (self.out_names, self.in_names)),
+        kernel_names = (self.out_names, self.in_names)
+        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.zeros, kernel_names),
                             (self.features, x.shape[-1]), jnp.int8)
-        scale = self.param("scale", _boxed(nn.initializers.ones, (self.out_names,)), (self.features,), jnp.float32)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.out_names,)),
+                           (self.features,), jnp.float32)
         y = int8_matmul(x, kernel, scale, self.dtype)
         if self.use_bias:
-            y = y + self.param("bias", _boxed(nn.initializers.zeros, (self.out_names,)), (self.features,),
-                               jnp.float32).astype(self.dtype)
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.out_names,)),
+                              (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
         return y
 
 
@@ -123,10 +122,11 @@ class Int8Embed(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.embedding = self.param("embedding", _boxed(nn.initializers.zeros, ("vocab", "embed")),
+        self.embedding = self.param("embedding",
+                                    nn.with_logical_partitioning(nn.initializers.zeros, ("vocab", "embed")),
                                     (self.num_embeddings, self.features), jnp.int8)
-        self.scale = self.param("scale", _boxed(nn.initializers.ones, ("vocab",)), (self.num_embeddings,),
-                                jnp.float32)
+        self.scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("vocab",)),
+                                (self.num_embeddings,), jnp.float32)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         rows = jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
