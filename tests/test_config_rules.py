@@ -44,13 +44,23 @@ def test_defaults_pass_their_own_rules() -> None:
 def test_enum_choices_match_the_code_that_uses_them() -> None:
     from alert_jax.data.templates import TEMPLATES
     from alert_jax.evaluate import PROMPTING_MODES
+    from alert_jax.model.attention import IMPLEMENTATIONS
     from alert_jax.model.model import _DTYPES
+    from alert_jax.model.opt import REMAT_POLICIES
+    from alert_jax.model.quantize import QUANTIZE_MODES
+    from alert_jax.train.objectives import CONSTRAINTS, OBJECTIVES, SEGMENT_SLOTS
     from alert_jax.train.selection import SELECT_BY
 
     assert TEMPLATE_NAMES == TEMPLATES
     assert set(DTYPES) == set(_DTYPES)
     assert FIELD_RULES["eval.prompting"].choices == PROMPTING_MODES
     assert set(FIELD_RULES["train.select_by"].choices) == set(SELECT_BY)
+    assert FIELD_RULES["model.attention"].choices == IMPLEMENTATIONS
+    assert set(FIELD_RULES["model.remat"].choices) == {"none", *REMAT_POLICIES}
+    assert FIELD_RULES["eval.quantize"].choices == QUANTIZE_MODES
+    assert FIELD_RULES["train.objective"].choices == OBJECTIVES
+    assert FIELD_RULES["alignment.constraint"].choices == CONSTRAINTS
+    assert FIELD_RULES["alignment.k"].high == SEGMENT_SLOTS
 
 
 @pytest.mark.parametrize("override", [
