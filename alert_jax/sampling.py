@@ -27,6 +27,7 @@ import numpy as np
 
 from alert_jax.config import AlignmentConfig, DataConfig, ExperimentConfig
 from alert_jax.data.example import Example, Task
+from alert_jax.data.mixture import cap_for
 from alert_jax.data.splits import is_validation
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import FINETUNE_TEMPLATE, render_prompt
@@ -69,7 +70,8 @@ class Question:
 
 
 def training_questions(data: DataConfig, align: AlignmentConfig) -> list[Question]:
-    """The finetuning questions CoT training saw, per task at most `alignment.max_questions_per_task`."""
+    """The finetuning questions CoT training saw (its hold-out left out, `data.examples_per_task` and
+    `data.mixture` capping each source as in the trainer), per task at most `alignment.max_questions_per_task`."""
     questions = []
     hold_out = not data.validation_suite
     for entry, task in load_suite(data.suite).load_tasks(data.data_root or None):
@@ -77,7 +79,8 @@ def training_questions(data: DataConfig, align: AlignmentConfig) -> list[Questio
             continue
         kept = [ex for ex in task.examples
                 if not (hold_out and is_validation(entry.task, ex.input, data.validation_fraction))]
-        kept = kept[:data.examples_per_task] if data.examples_per_task > 0 else kept
+        cap = cap_for(entry.task, data.examples_per_task, data.mixture)  # the trainer's caps (data/mixture.py)
+        kept = kept[:cap] if cap > 0 else kept
         kept = kept[:align.max_questions_per_task] if align.max_questions_per_task > 0 else kept
         questions += [Question(entry, task, ex) for ex in kept]
     if not questions:

@@ -3,6 +3,7 @@ log-likelihood, resumption after a kill with no sample lost or duplicated, and r
 samples together for the alignment trainer."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -149,3 +150,14 @@ def test_aft_finetune_resumes_after_a_kill_with_the_uninterrupted_losses(finishe
     assert [r["step"] for r in resumed] == list(range(1, 7))
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference], abs=1e-6)
     assert all(r["rank_loss"] > 0 for r in resumed)
+
+
+def test_questions_follow_the_trainers_mixture_caps():
+    """`sample` draws from what CoT finetuning trained on: `data.mixture` caps a source there too."""
+    everything = training_questions(CFG.data, dataclasses.replace(CFG.alignment, max_questions_per_task=0))
+    source = everything[0].entry.task
+    capped_data = dataclasses.replace(CFG.data, mixture={source: 2})
+    capped = training_questions(capped_data, dataclasses.replace(CFG.alignment, max_questions_per_task=0))
+    ours = [q.example.id for q in capped if q.entry.task == source]
+    assert ours == [q.example.id for q in everything if q.entry.task == source][:2]
+    assert [q.key for q in capped if q.entry.task != source] == [q.key for q in everything if q.entry.task != source]
