@@ -126,7 +126,7 @@ class EvalConfig:
     seed: int = 0  # sampling seed (temperature > 0)
     stop_strings: tuple[str, ...] = DEFAULT_STOP_STRINGS
     dtype: str = "float32"  # compute dtype of the evaluated model
-    quantize: str = "none"  # "int8": int8 weight-only inference, scales computed at load (model/quantize.py)
+    quantize: str = "none"  # "int8" weight-only | "w8a8" int8 activations too; scales at load (model/quantize.py)
     tokenizer: str = ""  # "" = MODEL/tokenizer, else the model directory's own (HF)
     data_root: str = ""  # root that the suite's file paths are relative to
     tfds_dir: str = ""  # a `alert-jax data build eval` output holding the suite, read instead of raw files
@@ -261,7 +261,7 @@ FIELD_RULES: dict[str, Rule] = {
     "eval.label": FREE, "eval.variant": FREE, "eval.size": FREE, "eval.instance_seed": at_least(0),
     "eval.prompting": one_of("zero_shot", "few_shot", "few_shot_explained"),  # evaluate.py PROMPTING_MODES
     "eval.shots": at_least(1),
-    "eval.quantize": one_of("none", "int8"),  # model/quantize.py QUANTIZE_MODES
+    "eval.quantize": one_of("none", "int8", "w8a8"),  # model/quantize.py QUANTIZE_MODES
     **{f"eval.mesh.{axis}": rule for axis, rule in _MESH_RULES.items()},
 }
 

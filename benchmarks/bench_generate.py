@@ -1,4 +1,4 @@
-"""Batched greedy generation on CPU, side by side in one process: alert_jax (fp32, int8) and its peers.
+"""Batched greedy generation on CPU, side by side in one process: alert_jax (fp32, int8, w8a8) and its peers.
 
 Every system runs the same random OPT (opt-125m's widths by default) on the same prompts: greedy, a fixed number
 of new tokens, no early stop. Peers run only when installed (`pip install -e ".[bench]"`): transformers
@@ -74,9 +74,9 @@ def alert_jax_runners(hf_dir: Path, new: int) -> dict[str, Runner]:
     from alert_jax.model.io import quantize_model
 
     fp32 = alert_jax.load_model(hf_dir)
-    int8 = quantize_model(fp32)
-    return {"alert_jax fp32": lambda ids, mask: generate(fp32, ids, mask, max_new_tokens=new),
-            "alert_jax int8": lambda ids, mask: generate(int8, ids, mask, max_new_tokens=new)}
+    models = {"fp32": fp32, "int8": quantize_model(fp32, mode="int8"), "w8a8": quantize_model(fp32, mode="w8a8")}
+    return {f"alert_jax {name}": (lambda ids, mask, model=model: generate(model, ids, mask, max_new_tokens=new))
+            for name, model in models.items()}
 
 
 def transformers_runner(model, new: int, threads: int) -> dict[str, Runner]:
@@ -113,20 +113,26 @@ def ctranslate2_runners(hf_dir: Path, new: int, threads: int) -> dict[str, Runne
 
 
 def keras_hub_runner(model, new: int) -> dict[str, Runner]:
-    """keras-hub's OPT backbone on the JAX backend with the torch model's weights, greedy via its sampler."""
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    import keras_hub
+    """keras-hub's OPTCausalLM on the JAX backend with the torch model's weights (peers.py), greedy sampler.
 
-    cfg = model.config
-    backbone = keras_hub.models.OPTBackbone(vocabulary_size=cfg.vocab_size, num_layers=cfg.num_hidden_layers,
-                                            num_heads=cfg.num_attention_heads, hidden_dim=cfg.hidden_size,
-                                            intermediate_dim=cfg.ffn_dim, max_sequence_length=cfg.max_position_embeddings)
-    lm = keras_hub.models.OPTCausalLM(backbone=backbone, preprocessor=None, sampler="greedy")
+    keras-hub takes prompts right-padded and decodes a ragged batch from the shortest prompt's end (its rows
+    share one loop), so each row's `new` tokens are read from just after its own prompt.
+    """
+    from peers import keras_hub_opt
+
+    lm = keras_hub_opt(model)
+    lm.compile(sampler="greedy")
 
     def run(ids, mask):
-        out = lm.generate({"token_ids": ids, "padding_mask": mask.astype(bool)}, max_length=ids.shape[1] + new,
+        lengths = mask.sum(axis=1)
+        right = np.full((ids.shape[0], ids.shape[1] + new), PAD, ids.dtype)
+        right_mask = np.zeros(right.shape, bool)
+        for row, (tokens, real) in enumerate(zip(ids, lengths)):
+            right[row, :real], right_mask[row, :real] = tokens[-real:], True
+        out = lm.generate({"token_ids": right, "padding_mask": right_mask}, max_length=right.shape[1],
                           stop_token_ids=None)
-        return np.asarray(out["token_ids"])[:, ids.shape[1]:]
+        out = np.asarray(out["token_ids"])
+        return np.stack([out[row, real:real + new] for row, real in enumerate(lengths)])
 
     return {"keras-hub OPT (JAX)": run}
 

@@ -1,4 +1,4 @@
-"""One training step on CPU: alert_jax's jitted train step vs transformers' PyTorch `OPTForCausalLM`.
+"""One training step on CPU: alert_jax's jitted train step vs transformers' PyTorch `OPTForCausalLM` and keras-hub.
 
 Both sides train the same random OPT (opt-125m's shape, fewer layers by default so each side gets 10+
 timed steps in a couple of minutes) from the same weights on the same random token rows, fp32, in one
@@ -8,7 +8,11 @@ process, taking turns step by step:
   packed batch that spells out the dense LM loss (one segment per row, positions 0..T-1, every token but
   the last weighted 1);
 * PyTorch: forward with `labels` (the same shifted mean loss), backward, `clip_grad_norm_(1.0)` and
-  `torch.optim.AdamW.step()`, `zero_grad()` — what the HF Trainer does with `max_grad_norm=1.0`.
+  `torch.optim.AdamW.step()`, `zero_grad()` — what the HF Trainer does with `max_grad_norm=1.0`;
+* keras-hub (when installed, with tensorflow; the other JAX implementation): its `OPTCausalLM` on the JAX backend
+  holding the same weights (peers.py), `train_on_batch` with keras AdamW (`global_clipnorm=1.0`), the same
+  targets and 0/1 sample weights, jit-compiled by keras. Its loss is keras's own mean (over every position,
+  the weighted-out last one included), so its step-0 loss is the others' times (T-1)/T.
 
 Every shape in `--shapes` (rows x tokens, the same tokens per step) is timed side by side, so the table
 shows how each side's step time grows with the sequence length (#12: the attention work grows like T², the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -77,6 +82,28 @@ def time_steps(fns: list[Callable[[], None]], steps: int) -> list[list[float]]:
     return times
 
 
+def keras_hub_trainer(hf_model):
+    """keras-hub's OPTCausalLM with `hf_model`'s weights, compiled with the same AdamW and clipping as the others."""
+    import keras
+
+    from peers import keras_hub_opt
+
+    lm = keras_hub_opt(hf_model)
+    lm.compile(optimizer=keras.optimizers.AdamW(learning_rate=OPTIM.learning_rate, weight_decay=OPTIM.weight_decay,
+                                                beta_1=OPTIM.beta1, beta_2=OPTIM.beta2, epsilon=OPTIM.eps,
+                                                global_clipnorm=OPTIM.clip_norm),
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[],
+               jit_compile=True)
+    return lm
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def parse_shapes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
 
@@ -90,6 +117,7 @@ def main() -> None:
     parser.add_argument("--remat", default="none", help="model.remat for alert_jax")
     parser.add_argument("--scan-layers", action="store_true", help="model.scan_layers for alert_jax")
     parser.add_argument("--skip-torch", action="store_true", help="time only alert_jax (for quick variants)")
+    parser.add_argument("--skip-keras", action="store_true", help="leave keras-hub out even when installed")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     shapes = parse_shapes(args.shapes)
@@ -113,12 +141,18 @@ def main() -> None:
     step_fn = jax.jit(make_train_step(module, tx), donate_argnums=0)
     opt = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM.learning_rate, betas=(OPTIM.beta1, OPTIM.beta2),
                             eps=OPTIM.eps, weight_decay=OPTIM.weight_decay)
+    keras_lm, keras_note = None, "not run (--skip-keras)"
+    if not args.skip_torch and not args.skip_keras:
+        try:
+            keras_lm, keras_note = keras_hub_trainer(hf_model), ""
+        except ImportError as error:  # not installed, or the tensorflow it imports is missing
+            keras_note = f"not run ({str(error).split('. ')[0]})"
     load_before = os.getloadavg()[0]
     rows = []
     for batch_size, seq in shapes:
         ids = np.random.RandomState(0).randint(4, config.vocab_size, (batch_size, seq)).astype(np.int64)
         batch, torch_ids = dense_lm_batch(ids), torch.tensor(ids)
-        losses = {"ours": [], "torch": []}
+        losses = {"ours": [], "torch": [], "keras": []}
 
         def ours() -> None:
             nonlocal state
@@ -133,26 +167,35 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             losses["torch"].append(loss.item())
 
+        def keras_side() -> None:
+            inputs = {"token_ids": ids.astype(np.int32), "padding_mask": np.ones_like(ids, np.int32)}
+            losses["keras"].append(float(keras_lm.train_on_batch(inputs, np.asarray(batch["targets"]),
+                                                                 sample_weight=np.asarray(batch["loss_weights"]))))
+
         start = time.perf_counter()
         ours()
         compile_s = time.perf_counter() - start
-        sides = [ours] if args.skip_torch else [ours, theirs]
+        sides = [ours] if args.skip_torch else [ours, theirs] + ([keras_side] if keras_lm is not None else [])
         for side in sides[1:]:
-            side()  # warm-up (allocates AdamW state)
-        times = [statistics.median(t) for t in time_steps(sides, args.steps)]
+            side()  # warm-up (allocates AdamW state; keras compiles)
+        times = [statistics.median(t) for t in time_steps(sides, args.steps)] + [float("nan")] * (3 - len(sides))
+        first = lambda name: losses[name][0] if losses[name] else float("nan")
         row = {"shape": f"{batch_size}x{seq}", "tokens": batch_size * seq, "compile_s": compile_s,
-               "ours_s": times[0], "torch_s": times[1] if len(times) > 1 else float("nan"),
-               "loss0": (losses["ours"][0], losses["torch"][0] if losses["torch"] else float("nan"))}
+               "ours_s": times[0], "torch_s": times[1], "keras_s": times[2],
+               "loss0": (first("ours"), first("torch"), first("keras"))}
         rows.append(row)
         print(f"{row['shape']}: alert_jax {row['ours_s']:.3f}s/step (first call {compile_s:.1f}s), torch "
-              f"{row['torch_s']:.3f}s/step, ratio {row['torch_s'] / row['ours_s']:.2f}x", flush=True)
+              f"{row['torch_s']:.3f}s/step, keras-hub {row['keras_s']:.3f}s/step; torch/ours "
+              f"{row['torch_s'] / row['ours_s']:.2f}x, keras-hub/ours {row['keras_s'] / row['ours_s']:.2f}x",
+              flush=True)
     load_after = os.getloadavg()[0]
 
     lines = [
-        f"## Training step on CPU by sequence length: alert_jax vs PyTorch ({datetime.date.today().isoformat()})",
+        f"## Training step on CPU by sequence length: alert_jax vs PyTorch and keras-hub "
+        f"({datetime.date.today().isoformat()})",
         "",
         f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, keras-hub {_version('keras-hub')}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; 1-min load average {load_before:.1f} before, "
         f"{load_after:.1f} after (a shared machine: ratios are more trustworthy than absolute times)",
         f"- model: random OPT, opt-125m shape with {args.layers} layers (hidden 768, 12 heads, ffn 3072, "
@@ -161,12 +204,14 @@ def main() -> None:
         f"- workload: random tokens, dense LM loss; forward + backward + clip-by-global-norm(1.0) + AdamW; median "
         f"of {args.steps} steps per side after one warm-up step, sides taking turns step by step; same weights and "
         f"tokens (step-0 losses below)",
+        *([f"- keras-hub: {keras_note}"] if keras_note else []),
         "",
-        "| batch x seq | alert_jax s/step | PyTorch s/step | alert_jax / PyTorch tokens/s | alert_jax first call s "
-        "| step-0 loss (ours / torch) |",
-        "|---|---|---|---|---|---|",
-        *(f"| {r['shape']} | {r['ours_s']:.3f} | {r['torch_s']:.3f} | **{r['torch_s'] / r['ours_s']:.2f}x** | "
-          f"{r['compile_s']:.1f} | {r['loss0'][0]:.4f} / {r['loss0'][1]:.4f} |" for r in rows),
+        "| batch x seq | alert_jax s/step | PyTorch s/step | keras-hub s/step | alert_jax / PyTorch tokens/s "
+        "| alert_jax / keras-hub tokens/s | alert_jax first call s | step-0 loss (ours / torch / keras-hub) |",
+        "|---|---|---|---|---|---|---|---|",
+        *(f"| {r['shape']} | {r['ours_s']:.3f} | {r['torch_s']:.3f} | {r['keras_s']:.3f} | "
+          f"**{r['torch_s'] / r['ours_s']:.2f}x** | **{r['keras_s'] / r['ours_s']:.2f}x** | {r['compile_s']:.1f} | "
+          f"{r['loss0'][0]:.4f} / {r['loss0'][1]:.4f} / {r['loss0'][2]:.4f} |" for r in rows),
         "",
     ]
     publish(lines, args.no_write)

@@ -5,9 +5,10 @@ matmul rate: a large fp32 GEMM), counts what one decode step of an OPT must move
 (every weight read once, the KV cache read once, one slot written; 2 FLOPs per multiply-add), and compares the
 floor `max(bytes / bandwidth, flops / rate)` with our measured decode step: the extra time of a 64-token over a
 16-token greedy generate (same prompts, no early stop), divided by the 48 extra steps, so prefill and compile
-drop out. Random weights (speed does not depend on them); int8 runs the int8 weight-only model.
+drop out. Random weights (speed does not depend on them); int8 runs the int8 weight-only model, w8a8 the int8
+model with int8 activations (both read one byte per matmul weight).
 
-    python benchmarks/roofline.py [--layers 6 --batches 1,8 --prompt-len 64 --repeats 3 --quantize none,int8]
+    python benchmarks/roofline.py [--layers 6 --batches 1,8 --prompt-len 64 --repeats 3 --quantize none,int8,w8a8]
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quantize", default="none,int8")
+    parser.add_argument("--quantize", default="none,int8,w8a8")
     args = parser.parse_args()
 
     cfg = get_preset(args.preset)
@@ -109,10 +110,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     base = Model(cfg, init_params(cfg, RuntimeOptions()))
     for mode in args.quantize.split(","):
-        model = quantize_model(base) if mode == "int8" else base
+        model = base if mode == "none" else quantize_model(base, mode=mode)
         for batch in map(int, args.batches.split(",")):
             slots = bucket_length(args.prompt_len) + bucket_length(64)
-            cost = decode_step_cost(cfg, batch, slots, 1.0 if mode == "int8" else 4.0)
+            cost = decode_step_cost(cfg, batch, slots, 4.0 if mode == "none" else 1.0)
             floor = max(cost.bytes / bandwidth, cost.flops / rate)
             step = measured_step_seconds(model, batch, args.prompt_len, args.repeats)
             print(f"| {mode} | {batch} | {cost.bytes / 1e6:.0f} | {cost.flops / 1e9:.2f} | {floor * 1e3:.1f} | "

@@ -111,3 +111,15 @@ def test_a_non_utf8_config_file_is_named(tmp_path) -> None:
 
 def test_nan_is_not_finite_for_any_bounded_rule() -> None:
     assert FIELD_RULES["eval.top_p"].violation(math.nan)
+
+
+def test_evaluate_flag_choices_match_the_config_rules() -> None:
+    """Each `alert-jax evaluate` flag with choices is a shorthand for an eval key: both accept the same values."""
+    from alert_jax.cli import build_parser
+    from alert_jax.cli.evaluate import SHORTHANDS
+
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    with_choices = [a for a in evaluate._actions if a.choices and a.dest in SHORTHANDS]
+    assert with_choices
+    for action in with_choices:
+        assert tuple(action.choices) == FIELD_RULES[f"eval.{SHORTHANDS[action.dest]}"].choices, action.dest

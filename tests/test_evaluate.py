@@ -234,3 +234,21 @@ def test_niv2_samples_are_evaluated(shared_data, model_dir, tmp_path):
     rows = load_scores(scores)
     assert present and {r.task for r in rows} == {e.task for e in present}
     assert all(r.n == 2 and r.template == "T2" for r in rows)
+
+
+@pytest.mark.slow
+def test_quantisation_benchmark_compares_every_mode_with_fp32(model_dir):
+    """benchmarks/bench_quantize.py runs each quantise mode through `evaluate` and counts identical generations."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quantize.py"
+    out = subprocess.run([sys.executable, str(script), "--model", str(model_dir), "--templates", "T1",
+                          "--max-examples", "2", "--max-new-tokens", "4", "--no-write"],
+                         check=True, capture_output=True, text=True).stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
+            if line.startswith("| ") and "of" in line}
+    assert set(rows) == {"fp32", "int8", "w8a8"}
+    prompts = len(_synthetic_eval_tasks()) * 2
+    assert rows["fp32"] == f"{prompts} of {prompts}"
+    assert all(int(rows[mode].split(" of ")[0]) <= prompts for mode in ("int8", "w8a8"))

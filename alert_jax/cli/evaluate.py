@@ -90,8 +90,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--dtype", help="compute dtype: float32, bfloat16 or float16")
-    parser.add_argument("--quantize", choices=("none", "int8"),
-                        help="int8: int8 weight-only inference, per-channel scales computed at load (default: none)")
+    parser.add_argument("--quantize", choices=("none", "int8", "w8a8"),
+                        help="int8: int8 weight-only inference, per-channel scales computed at load; w8a8: int8 "
+                             "activations too, scaled per token (faster on CPU; check large models against int8) "
+                             "(default: none)")
     parser.add_argument("--label", help="model name in the outputs (default: the model path's last component)")
     parser.add_argument("--variant", help="pretrained, ft, cot, ... (default: pretrained, or the config's variant)")
     parser.add_argument("--size", help='size label such as "1.3b", for scaling tables')

@@ -53,12 +53,12 @@ def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int 
     `mesh=None` is one device (the first local one). A name with a path separator is always a path: a missing
     one is an error, never a preset's random init. `num_attention_heads` is for metaseq files whose config
     lacks it. `runtime` (how to run it: remat, scan_layers, attention, ...) overrides `dtype` when given.
-    `quantize="int8"` returns the int8 weight-only model (`quantize_model`), for inference only.
+    `quantize="int8"` (weight-only) or `"w8a8"` returns the int8 model (`quantize_model`), for inference only.
     """
-    if check_mode(quantize) == "int8":
+    if check_mode(quantize) != "none":
         model = load_model(path_or_preset, dtype, seed=seed, runtime=runtime, mesh=mesh, rules=rules,
                            num_attention_heads=num_attention_heads)
-        return quantize_model(model, rules)
+        return quantize_model(model, rules, quantize)
     runtime = runtime if runtime is not None else RuntimeOptions(dtype=dtype_from_name(dtype))
     mesh = mesh if mesh is not None else single_device_mesh()
     path = Path(path_or_preset)
@@ -95,12 +95,17 @@ def mesh_of(model: Model) -> Mesh:
     return single_device_mesh(next(iter(sharding.device_set)) if sharding is not None else None)
 
 
-def quantize_model(model: Model, rules: LogicalRules = DEFAULT_RULES) -> Model:
-    """The int8 weight-only version of a float model (model/quantize.py), on the same mesh: each int8 kernel
-    keeps its float kernel's layout and each scale follows its output axis, so nothing is gathered."""
+def quantize_model(model: Model, rules: LogicalRules = DEFAULT_RULES, mode: str = "int8") -> Model:
+    """The int8 version of a float model (model/quantize.py: `int8` weight-only or `w8a8`), on the same mesh:
+    each int8 kernel keeps its float kernel's layout and each scale follows its output axis, so nothing is
+    gathered."""
+    if check_mode(mode) == "none":
+        raise QuantizeError("quantize_model: mode 'none' has nothing to quantise; use the float model")
+    if model.runtime.quantize != "none":
+        raise QuantizeError(f"quantize_model: the model is already quantised ({model.runtime.quantize})")
     if model.runtime.scan_layers:
-        raise QuantizeError("quantize int8 needs per-layer params: load the model with scan_layers off")
-    runtime = dataclasses.replace(model.runtime, quantize="int8")
+        raise QuantizeError(f"quantize {mode} needs per-layer params: load the model with scan_layers off")
+    runtime = dataclasses.replace(model.runtime, quantize=mode)
     shardings = param_shardings_for(model.config, runtime, mesh_of(model), rules)
     return Model(model.config, jax.jit(quantize_params, out_shardings=shardings)(model.params), runtime)
 

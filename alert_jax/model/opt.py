@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from alert_jax.errors import AlertJaxError
 from alert_jax.model.attention import MaskSpec, attend, check_available
 from alert_jax.model.presets import OPTConfig
-from alert_jax.model.quantize import Int8Dense, Int8Embed
+from alert_jax.model.quantize import Int8Dense, Int8Embed, check_mode
 
 POSITION_OFFSET = 2  # OPT's learned position table starts at index 2 (fairseq legacy)
 REMAT_POLICIES = {
@@ -47,7 +47,7 @@ class RuntimeOptions:
     dropout: float = 0.0  # HF OPTConfig names: residual-branch, attention-probability and post-activation dropout
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    quantize: str = "none"  # "int8": matmul weights held as int8 + per-channel scales (model/quantize.py)
+    quantize: str = "none"  # "int8" | "w8a8": matmul weights held as int8 + per-channel scales (model/quantize.py)
 
     def __post_init__(self) -> None:
         if self.remat != "none" and self.remat not in REMAT_POLICIES:
@@ -55,6 +55,7 @@ class RuntimeOptions:
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise AlertJaxError(f"model.{name}={getattr(self, name)}: must be in [0, 1)")
+        check_mode(self.quantize)
 
 
 class LayerCache(NamedTuple):
@@ -74,8 +75,9 @@ def _init(initializer, names: tuple[Optional[str], ...]):
 
 def _dense(features: int, in_names: str, out_names: str, cfg: OPTConfig, rt: RuntimeOptions, name: str,
            bias: bool = True) -> nn.Module:
-    if rt.quantize == "int8":
-        return Int8Dense(features, in_names, out_names, use_bias=bias, dtype=rt.dtype, name=name)
+    if rt.quantize != "none":
+        return Int8Dense(features, in_names, out_names, use_bias=bias, dtype=rt.dtype,
+                         quantize_activations=rt.quantize == "w8a8", name=name)
     return nn.Dense(
         features,
         use_bias=bias,
@@ -185,8 +187,9 @@ class OPTDecoder(nn.Module):
 
     def setup(self) -> None:
         cfg, rt = self.cfg, self.rt
-        if rt.quantize == "int8":
-            self.embed_tokens = Int8Embed(cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype)
+        if rt.quantize != "none":
+            self.embed_tokens = Int8Embed(cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype,
+                                          quantize_activations=rt.quantize == "w8a8")
         else:
             self.embed_tokens = nn.Embed(
                 cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype, param_dtype=rt.param_dtype,
