@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import statistics
@@ -25,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
+from results import cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
 
 SHAPES = {
     "125m": {"vocab": 50272, "hidden": 768, "heads": 12},
@@ -45,12 +44,6 @@ def left_padded_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> t
         mask[row, -real:] = 1
     return ids, mask
 
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _hf_dir(config, layers_dir: Path):
@@ -199,9 +192,9 @@ def main() -> None:
             f"## Greedy generation, batch {batch}, {args.new_tokens} new tokens: alert_jax and peers "
             f"({datetime.date.today().isoformat()})",
             "",
-            f"- machine: {cpu_model()}, {threads} cores; python {platform.python_version()}, jax "
-            f"{_version('jax')}, torch {_version('torch')}, transformers {_version('transformers')}, ctranslate2 "
-            f"{_version('ctranslate2')}, keras-hub {_version('keras-hub')}",
+            f"- machine: {cpu_model()}, {threads} cores; python {platform.python_version()}, "
+            + ", ".join(f"{name} {package_version(name)}" for name in ("jax", "torch", "transformers", "ctranslate2",
+                                                                       "keras-hub")),
             f"- model: random OPT, {args.shape} widths, {args.layers} layers (hidden {config.hidden_size}, ffn "
             f"{config.ffn_dim}, vocab {config.vocab_size}); prompts {args.prompt_len // 2}..{args.prompt_len} tokens, "
             f"left padded; greedy, no early stop; median of {args.repeats} interleaved rounds",

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import statistics
@@ -48,7 +47,7 @@ from alert_jax.config import OptimConfig
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions
 from alert_jax.train.optim import make_optimizer
 from alert_jax.train.step import TrainState, make_train_step
-from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
+from results import cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
 
 OPTIM = OptimConfig(learning_rate=1e-5, warmup_steps=0, end_lr_ratio=1.0, weight_decay=0.1, beta1=0.9, beta2=0.95,
                     eps=1e-8, clip_norm=1.0)
@@ -96,12 +95,6 @@ def keras_hub_trainer(hf_model):
                jit_compile=True)
     return lm
 
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -195,7 +188,7 @@ def main() -> None:
         f"({datetime.date.today().isoformat()})",
         "",
         f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, keras-hub {_version('keras-hub')}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, keras-hub {package_version('keras-hub')}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; 1-min load average {load_before:.1f} before, "
         f"{load_after:.1f} after (a shared machine: ratios are more trustworthy than absolute times)",
         f"- model: random OPT, opt-125m shape with {args.layers} layers (hidden 768, 12 heads, ffn 3072, "

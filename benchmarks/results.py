@@ -1,6 +1,7 @@
 """What every benchmark shares: a description of the machine and appending a section to RESULTS.md."""
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def package_version(package: str) -> str:
+    """The installed version of a distribution, or "not installed" (peers are optional)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def publish(lines: Sequence[str], no_write: bool) -> None:
