@@ -177,7 +177,7 @@ def main() -> None:
                        ("keras-hub", lambda: keras_hub_runner(hf_model, args.new_tokens))):
         try:
             runners.update(make())
-        except ImportError as error:  # not installed, or a dependency of it is missing (keras-hub needs tensorflow)
+        except ImportError as error:  # not installed, or a dependency of it is missing (keras-hub's kagglehub needs kagglesdk)
             skipped.append(f"{name} ({str(error).split('. ')[0]})")
 
     wanted = [w for w in args.only.split(",") if w]

@@ -9,7 +9,7 @@ process, taking turns step by step:
   the last weighted 1);
 * PyTorch: forward with `labels` (the same shifted mean loss), backward, `clip_grad_norm_(1.0)` and
   `torch.optim.AdamW.step()`, `zero_grad()` — what the HF Trainer does with `max_grad_norm=1.0`;
-* keras-hub (when installed, with tensorflow; the other JAX implementation): its `OPTCausalLM` on the JAX backend
+* keras-hub (when installed; the other JAX implementation): its `OPTCausalLM` on the JAX backend
   holding the same weights (peers.py), `train_on_batch` with keras AdamW (`global_clipnorm=1.0`), the same
   targets and 0/1 sample weights, jit-compiled by keras. Its loss is keras's own mean (over every position,
   the weighted-out last one included), so its step-0 loss is the others' times (T-1)/T.
@@ -83,11 +83,11 @@ def time_steps(fns: list[Callable[[], None]], steps: int) -> list[list[float]]:
 
 def keras_hub_trainer(hf_model):
     """keras-hub's OPTCausalLM with `hf_model`'s weights, compiled with the same AdamW and clipping as the others."""
-    import keras
-
     from peers import keras_hub_opt
 
-    lm = keras_hub_opt(hf_model)
+    lm = keras_hub_opt(hf_model)  # first: it selects keras' JAX backend, which must happen before keras is imported
+    import keras
+
     lm.compile(optimizer=keras.optimizers.AdamW(learning_rate=OPTIM.learning_rate, weight_decay=OPTIM.weight_decay,
                                                 beta_1=OPTIM.beta1, beta_2=OPTIM.beta2, epsilon=OPTIM.eps,
                                                 global_clipnorm=OPTIM.clip_norm),
@@ -134,11 +134,11 @@ def main() -> None:
     step_fn = jax.jit(make_train_step(module, tx), donate_argnums=0)
     opt = torch.optim.AdamW(hf_model.parameters(), lr=OPTIM.learning_rate, betas=(OPTIM.beta1, OPTIM.beta2),
                             eps=OPTIM.eps, weight_decay=OPTIM.weight_decay)
-    keras_lm, keras_note = None, "not run (--skip-keras)"
+    keras_lm, keras_note = None, "not run (--skip-torch)" if args.skip_torch else "not run (--skip-keras)"
     if not args.skip_torch and not args.skip_keras:
         try:
             keras_lm, keras_note = keras_hub_trainer(hf_model), ""
-        except ImportError as error:  # not installed, or the tensorflow it imports is missing
+        except ImportError as error:  # not installed, or a dependency of it is missing
             keras_note = f"not run ({str(error).split('. ')[0]})"
     load_before = os.getloadavg()[0]
     rows = []
@@ -160,10 +160,12 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             losses["torch"].append(loss.item())
 
+        keras_inputs = {"token_ids": ids.astype(np.int32), "padding_mask": np.ones_like(ids, np.int32)}
+        keras_targets, keras_weights = np.asarray(batch["targets"]), np.asarray(batch["loss_weights"])
+
         def keras_side() -> None:
-            inputs = {"token_ids": ids.astype(np.int32), "padding_mask": np.ones_like(ids, np.int32)}
-            losses["keras"].append(float(keras_lm.train_on_batch(inputs, np.asarray(batch["targets"]),
-                                                                 sample_weight=np.asarray(batch["loss_weights"]))))
+            losses["keras"].append(float(keras_lm.train_on_batch(keras_inputs, keras_targets,
+                                                                 sample_weight=keras_weights)))
 
         start = time.perf_counter()
         ours()

@@ -18,7 +18,8 @@ import numpy as np
 def keras_hub_opt(torch_model: Any, dropout: float = 0.0) -> Any:
     """A keras-hub `OPTCausalLM` (JAX backend, no preprocessor) holding `torch_model`'s weights.
 
-    Raises ImportError when keras-hub (or the tensorflow it imports) is not installed.
+    Raises ImportError when keras-hub (or a dependency such as kagglesdk) is not installed. On the JAX backend
+    keras-hub needs no tensorflow, so the backend is chosen before keras is first imported.
     """
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras_hub

@@ -1,6 +1,6 @@
 """benchmarks/peers.py: keras-hub's OPT built from a transformers OPT computes the same function (the benchmarks'
-side-by-side rows are only comparable if it does). Skipped unless torch, transformers and keras-hub (with the
-tensorflow it imports) are installed — the `bench` extra plus tensorflow; CI has none of them."""
+side-by-side rows are only comparable if it does). Skipped unless torch, transformers and keras-hub (JAX backend) are
+importable — the `bench` extra; CI installs only torch and transformers of it."""
 from __future__ import annotations
 
 import os

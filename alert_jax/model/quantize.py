@@ -104,12 +104,10 @@ def int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array, dtype: Any, quanti
 
 
 def quantize_rows(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(int8 x [rows, in], float32 scale [rows, 1]) with `x ≈ q * scale`, each row scaled by its own
-    `max|x| / 127` (a zero row gets 1), so one token's activations never coarsen another's."""
-    x = x.astype(jnp.float32)
-    amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
-    row_scale = jnp.where(amax > 0, amax / _INT8_MAX, 1.0)
-    return jnp.clip(jnp.round(x / row_scale), -_INT8_MAX, _INT8_MAX).astype(jnp.int8), row_scale
+    """(int8 x [rows, in], float32 scale [rows, 1]) with `x ≈ q * scale`: `quantize_weight`'s rule per row, so
+    each row is scaled by its own `max|x| / 127` and one token's activations never coarsen another's."""
+    q, row_scale = quantize_weight(x, reduce_axis=-1)
+    return q, row_scale[:, None]
 
 
 def _int32_product(xq: jax.Array, q: jax.Array) -> jax.Array:
