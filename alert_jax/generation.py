@@ -9,7 +9,7 @@ Why it is shaped this way (CPU, GPU and TPU alike, generation is dominated by fi
   with the shapes), which is also how tests count compiles.
 * Prefill is one jitted call over the whole prompt that computes the LM head for the last position only and
   samples nothing (so greedy and sampling share its compile). Decoding is a `jax.lax.while_loop` inside one
-  more jitted call that stops as soon as every row is done, with the cache (heads-major, see `LayerCache`)
+  more jitted call that stops as soon as every row is done, with the cache (rows × heads first, see `LayerCache`)
   carried and donated through the loop: no host round-trip per token, and no LM pass after the last token.
 * Stop tokens are checked on device (a `[vocab]` boolean table). Stop strings need the tokenizer, which lives on
   the host, so with stop strings the decode loop runs in chunks of `STOP_STRING_CHECK_EVERY` tokens and the host
@@ -105,10 +105,23 @@ def _nucleus_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
     return jnp.where(probs >= threshold, logits, -jnp.inf)
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """`jnp.argmax` over the last axis (the first maximum; the first NaN if there is one), as a max and then a min
+    over the indices that hit it. XLA:CPU runs argmax as one (value, index) reduction that is 3–5× slower than
+    these two plain ones over [B, 50272] logits (226 vs 32 µs at batch 1, 944 vs 283 µs at batch 8): 1–3% of a
+    decode step there."""
+    size = x.shape[-1]
+    index = jnp.arange(size, dtype=jnp.int32)
+    top = jnp.max(x, axis=-1, keepdims=True)  # XLA:CPU's max may skip NaNs: they are ranked apart, below 0
+    ranked = jnp.where(jnp.isnan(x), index - size, jnp.where(x == top, index, size))
+    first = jnp.min(ranked, axis=-1)
+    return jnp.where(first < 0, first + size, first)
+
+
 def _choose(logits: jax.Array, step: jax.Array, sampling: _Sampling, mode: str) -> jax.Array:
     """Next token per row from float32 logits [B, V]."""
     if mode == _GREEDY:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return first_argmax(logits)
     scaled = logits / sampling.temperature
     if mode == _SAMPLE_TOP_P:
         scaled = _nucleus_filter(scaled, sampling.top_p)

@@ -43,6 +43,7 @@ import torch
 import transformers
 
 import alert_jax
+from alert_jax import host_memory
 from alert_jax.config import OptimConfig
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions
 from alert_jax.train.optim import make_optimizer
@@ -112,7 +113,13 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true", help="time only alert_jax (for quick variants)")
     parser.add_argument("--skip-keras", action="store_true", help="leave keras-hub out even when installed")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--host-malloc", choices=host_memory.SETTINGS, default="system",
+                        help="glibc malloc for the whole process, every side alike: system (default) leaves it as "
+                             "it is; keep is what the alert-jax CLI does on CPU (alert_jax/host_memory.py)")
     args = parser.parse_args()
+    kept = host_memory.configure(args.host_malloc)  # before anything computes
+    malloc_note = (f"host malloc {args.host_malloc}: " + ("freed memory kept (one arena, no mmap, no trim)" if kept
+                   else "glibc as it is") + ", the same for every side in this process")
     shapes = parse_shapes(args.shapes)
 
     cores = os.cpu_count() or 1
@@ -191,7 +198,8 @@ def main() -> None:
         "",
         f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}, keras-hub {package_version('keras-hub')}; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; 1-min load average {load_before:.1f} before, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; {malloc_note}; "
+        f"1-min load average {load_before:.1f} before, "
         f"{load_after:.1f} after (a shared machine: ratios are more trustworthy than absolute times)",
         f"- model: random OPT, opt-125m shape with {args.layers} layers (hidden 768, 12 heads, ffn 3072, "
         f"vocab 50272), float32 params, activations and AdamW state; alert_jax attention={args.attention!r}, "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from alert_jax.model.attention import (
-    AttentionUnavailableError, MaskSpec, attend, blockwise_causal, check_available, dense,
+    AttentionUnavailableError, MaskSpec, attend, blockwise_causal, check_available, dense, merge_heads,
 )
 
 
@@ -27,9 +27,23 @@ def _packed(batch: int, t: int, heads: int = 2, head_dim: int = 8, seed: int = 0
 
 def test_blockwise_skips_the_upper_triangle_and_equals_dense():
     q, k, v, mask, real = _packed(2, 40)
-    want = dense(q, k, v, mask, False)
+    want = dense(q, k, v, mask)
     got = blockwise_causal(q, k, v, mask, block=16)  # blocks 16, 16, 8: uneven last block too
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,queries", [(1, 1), (3, 1), (2, 5)])
+def test_attention_over_the_cache_layout_equals_dense(batch, queries):
+    """The cache holds k/v as [B·H, K, D] (`LayerCache`): attending over it is the same function as over
+    [B, K, H, D], for one decode query or several, at batch 1 too (where the layout matters to XLA)."""
+    q, k, v, mask, real = _packed(batch, 24, heads=3, seed=batch)
+    q, mask = q[:, -queries:], mask._replace(q_segments=mask.q_segments[:, -queries:],
+                                              q_index=mask.q_index[:, -queries:])
+    want = dense(q, k, v, mask)
+    got = jax.jit(lambda *a: attend(*a, implementation="xla", cached_kv=True))(q, merge_heads(k), merge_heads(v),
+                                                                                 mask)
+    rows = real[:, -queries:]
+    np.testing.assert_allclose(np.asarray(got)[rows], np.asarray(want)[rows], atol=1e-5)
 
 
 def test_dense_mask_matches_a_hand_built_one():
@@ -43,8 +57,8 @@ def test_dense_mask_matches_a_hand_built_one():
 def test_splash_interpret_equals_xla_on_packed_rows_with_padding():
     pytest.importorskip("jax.experimental.pallas.ops.tpu.splash_attention")
     q, k, v, mask, real = _packed(2, 128, heads=2, head_dim=128, seed=1)
-    want = attend(q, k, v, mask, implementation="xla", heads_major_kv=False)
-    got = jax.jit(lambda *a: attend(*a, implementation="splash_interpret", heads_major_kv=False))(q, k, v, mask)
+    want = attend(q, k, v, mask, implementation="xla", cached_kv=False)
+    got = jax.jit(lambda *a: attend(*a, implementation="splash_interpret", cached_kv=False))(q, k, v, mask)
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-5)
 
 
@@ -63,6 +77,6 @@ def test_kernels_this_backend_lacks_are_refused_by_name():
 def test_cudnn_equals_xla_on_packed_rows_with_padding():
     q, k, v, mask, real = _packed(2, 256, heads=4, head_dim=64, seed=2)
     q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
-    want = attend(q, k, v, mask, implementation="xla", heads_major_kv=False).astype(jnp.float32)
-    got = attend(q, k, v, mask, implementation="cudnn", heads_major_kv=False).astype(jnp.float32)
+    want = attend(q, k, v, mask, implementation="xla", cached_kv=False).astype(jnp.float32)
+    got = attend(q, k, v, mask, implementation="cudnn", cached_kv=False).astype(jnp.float32)
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-2)

@@ -9,7 +9,7 @@ import pytest
 
 import alert_jax
 from alert_jax.generation import (
-    GenerationError, GenerationStats, _nucleus_filter, bucket_length, generate, generate_text,
+    GenerationError, GenerationStats, _nucleus_filter, bucket_length, first_argmax, generate, generate_text,
 )
 
 torch = pytest.importorskip("torch")
@@ -97,6 +97,29 @@ def test_kv_cache_equals_recomputing_full_logits_each_step(models):
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), np.stack(expected, axis=1))
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch):
+    """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
+    gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
+    each cache update twice, once per layout)."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    from alert_jax.generation import _Sampling, _decode_program, _prefill_program
+
+    _, model = post_ln
+    ids = np.full((batch, 8), 5, np.int32)
+    state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
+    sampling = _Sampling(jnp.zeros((model.config.vocab_size,), bool), jnp.float32(1.0), jnp.float32(1.0),
+                         jax.random.PRNGKey(0))
+    hlo = _decode_program(model.module, "greedy").lower(model.params, state, jnp.int32(NEW), sampling).compile()
+    cache_shape = ",".join(map(str, state.caches[0].key.shape))
+    copies = re.findall(r"= f32\[([0-9,]+)\]\S* copy\(", hlo.as_text())
+    assert copies.count(cache_shape) == 0, copies
+
+
 def test_extra_left_padding_does_not_change_the_output(post_ln):
     _, model = post_ln
     ids, mask = left_padded_batch()
@@ -122,6 +145,24 @@ def test_tiny_temperature_or_tiny_top_p_is_greedy(post_ln):
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW, temperature=1e-4, seed=3), greedy)
     np.testing.assert_array_equal(
         generate(model, ids, mask, max_new_tokens=NEW, temperature=1.0, top_p=1e-6, seed=3), greedy)
+
+
+def test_first_argmax_is_argmax_with_ties_nans_and_infinities():
+    """Ties go to the first; a NaN anywhere wins (XLA:CPU's max may skip NaNs, argmax does not)."""
+    import jax.numpy as jnp
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(7, 1000).astype(np.float32)
+    x[1, [3, 500, 999]] = 9.0  # tie: the first wins
+    x[2, [10, 20]] = np.nan  # a NaN row: the first NaN, as argmax gives
+    x[3, 5] = np.inf
+    x[4, :] = -np.inf  # nothing finite: index 0
+    x[5, :] = 0.0  # all equal
+    x[6, 999] = np.nan  # NaN as the last element beats every number
+    got = np.asarray(first_argmax(jnp.asarray(x)))
+    np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
+    np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
+    assert got.tolist()[1:7] == [3, 10, 5, 0, 0, 999]
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():

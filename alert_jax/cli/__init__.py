@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from alert_jax import compile_cache
+from alert_jax import compile_cache, host_memory
 from alert_jax.errors import AlertJaxError
 
 VERBS = ("demo", "finetune", "evaluate", "sample", "report", "convert", "data", "sweep", "plan")
@@ -39,6 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     compile_cache.configure(args.compile_cache_dir, disabled=args.no_compile_cache)
     try:
+        host_memory.configure()  # before anything computes: see host_memory.py
         return int(args.func(args) or 0)
     except AlertJaxError as exc:
         message = " ".join(str(exc).split("\n"))

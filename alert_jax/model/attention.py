@@ -1,8 +1,8 @@
 """Attention kernels for packed rows and the KV cache, chosen by `model.attention`.
 
 Every implementation takes the same inputs — q [B, Q, H, D] (already scaled), k/v [B, K, H, D] (or
-[B, H, K, D] from the cache) and a `MaskSpec` of segment ids and slot indices — and builds its own mask from
-them, so no dense [B, 1, T, T] tensor is ever passed between layers:
+[B·H, K, D] from the cache, see `LayerCache`) and a `MaskSpec` of segment ids and slot indices — and builds its
+own mask from them, so no dense [B, 1, T, T] tensor is ever passed between layers:
 
 * `xla` (default): einsum softmax. For full rows of at least `BLOCKWISE_MIN_LENGTH` tokens it runs blockwise
   over query blocks and only against the keys at or before each block, skipping the fully masked blocks above
@@ -74,13 +74,13 @@ def check_available(implementation: str) -> None:
                                         "model.attention=xla, or splash_interpret to run the kernel interpreted")
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implementation: str, heads_major_kv: bool,
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implementation: str, cached_kv: bool,
            dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
-    """Attention output [B, Q, H, D] in q's dtype. `heads_major_kv`: k/v are [B, H, K, D] (the KV cache).
+    """Attention output [B, Q, H, D] in q's dtype. `cached_kv`: k/v are the cache's [B·H, K, D].
 
     `dropout` = (rate, key) drops attention probabilities (HF's `attention_dropout`); only the xla path has it.
     """
-    full_rows = not heads_major_kv and q.shape[1] == k.shape[1]
+    full_rows = not cached_kv and q.shape[1] == k.shape[1]
     if dropout is not None and implementation != "xla":
         raise AttentionUnavailableError(f"model.attention_dropout > 0 needs model.attention=xla "
                                         f"({implementation} has no attention dropout)")
@@ -88,37 +88,65 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, implemen
         if q.dtype not in (jnp.bfloat16, jnp.float16):
             raise AttentionUnavailableError(f"model.attention=cudnn runs in bfloat16/float16 only (compute dtype "
                                             f"here: {q.dtype}); set model.dtype=bfloat16")
-        if heads_major_kv:
-            k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
+        if cached_kv:
+            k, v = (unmerge_heads(a, q.shape[0]).swapaxes(1, 2) for a in (k, v))
         return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask.dense(), scale=1.0,
                                             implementation="cudnn")
     if implementation.startswith("splash") and full_rows:
         return splash(q, k, v, mask, interpret=implementation == "splash_interpret")
+    if cached_kv:
+        return dense_cached(q, k, v, mask, dropout)
     if full_rows and q.shape[1] >= BLOCKWISE_MIN_LENGTH:
         return blockwise_causal(q, k, v, mask, max(MIN_BLOCK, -(-q.shape[1] // BLOCKS)), dropout)
-    return dense(q, k, v, mask, heads_major_kv, dropout)
+    return dense(q, k, v, mask, dropout)
 
 
-def dense(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, heads_major_kv: bool,
-          dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
-    """Softmax over every key slot; scores in float32, the mask applied as one fused select.
+def merge_heads(x: jax.Array) -> jax.Array:
+    """[B, T, H, D] → the cache's [B·H, T, D]."""
+    b, t, h, d = x.shape
+    return x.swapaxes(1, 2).reshape(b * h, t, d)
 
-    The softmax is normalised after the value product: `(exp(s - max) · v) / Σ exp(s - max)` divides the
-    [Q, H, D] output instead of the [H, Q, K] probabilities (K/D times fewer divisions, and none in the
-    backward pass over the score matrix) — the same function, measured ~10% of a 1×2048 CPU train step.
+
+def unmerge_heads(x: jax.Array, batch: int) -> jax.Array:
+    """The cache's [B·H, K, D] → [B, H, K, D]."""
+    return x.reshape(batch, x.shape[0] // batch, *x.shape[1:])
+
+
+def _softmax_product(q, k, v, allowed, scores_spec: str, values_spec: str,
+                     dropout: Optional[tuple[float, jax.Array]]) -> tuple[jax.Array, jax.Array]:
+    """(Σ exp(s − max) · v, Σ exp(s − max)) over the key axis, scores in float32, the mask one fused select.
+
+    The caller divides the first by the second: normalising after the value product divides the [Q, H, D] output
+    instead of the [H, Q, K] probabilities (K/D times fewer divisions, and none in the backward pass over the
+    score matrix) — the same function, measured ~10% of a 1×2048 CPU train step.
     """
-    layout = "bhkd" if heads_major_kv else "bkhd"
-    scores = jnp.einsum(f"bqhd,{layout}->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-    scores = jnp.where(mask.dense(), scores, MASK_VALUE)
+    scores = jnp.einsum(scores_spec, q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.where(allowed, scores, MASK_VALUE)
     weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
-    total = jnp.sum(weights, axis=-1)  # [B, H, Q]: every row holds at least its max, so total ≥ 1
+    total = jnp.sum(weights, axis=-1)  # every row holds at least its max, so total ≥ 1
     if dropout is not None:  # dropping unnormalised weights, then dividing by the full total, drops probabilities
         rate, key = dropout
         keep = jax.random.bernoulli(key, 1.0 - rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - rate), 0.0)
-    out = jnp.einsum(f"bhqk,{layout}->bqhd", weights.astype(q.dtype), v.astype(q.dtype),
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(values_spec, weights.astype(q.dtype), v.astype(q.dtype), preferred_element_type=jnp.float32)
+    return out, total
+
+
+def dense(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec,
+          dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
+    """Softmax over every key of k/v [B, K, H, D]."""
+    out, total = _softmax_product(q, k, v, mask.dense(), "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", dropout)
     return (out / total.transpose(0, 2, 1)[..., None]).astype(q.dtype)
+
+
+def dense_cached(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec,
+                 dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
+    """Softmax over every slot of the cache's k/v [B·H, K, D], computed in that merged layout (q is brought to
+    it, never the cache — see `LayerCache`)."""
+    b, t, h, d = q.shape
+    allowed = jnp.broadcast_to(mask.dense(), (b, h, t, k.shape[1])).reshape(b * h, t, k.shape[1])
+    out, total = _softmax_product(merge_heads(q), k, v, allowed, "nqd,nkd->nqk", "nqk,nkd->nqd", dropout)
+    return (out / total[..., None]).reshape(b, h, t, d).swapaxes(1, 2).astype(q.dtype)
 
 
 def blockwise_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, block: int,
@@ -134,7 +162,7 @@ def blockwise_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, b
         stop = min(start + block, t)
         block_dropout = None if dropout is None else (dropout[0], jax.random.fold_in(dropout[1], i))
         outs.append(dense(q[:, start:stop], k[:, :stop], v[:, :stop], mask.rows(slice(start, stop), slice(0, stop)),
-                          False, block_dropout))
+                          block_dropout))
     return jnp.concatenate(outs, axis=1)
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from alert_jax.errors import AlertJaxError
-from alert_jax.model.attention import MaskSpec, attend, check_available
+from alert_jax.model.attention import MaskSpec, attend, check_available, merge_heads
 from alert_jax.model.presets import OPTConfig
 from alert_jax.model.quantize import Int8Dense, Int8Embed, check_mode
 
@@ -59,10 +59,12 @@ class RuntimeOptions:
 
 
 class LayerCache(NamedTuple):
-    """Keys and values of one layer for every cache slot: [batch, heads, slots, head_dim].
+    """Keys and values of one layer for every cache slot: [batch × heads, slots, head_dim].
 
-    Heads-major, so the per-token decode attention contracts the cache as stored; a [batch, slots, heads, …]
-    cache made XLA transpose (copy) the whole cache in every layer at every decode step.
+    One leading (row, head) axis, so the decode attention contracts the cache as stored, as one batched product,
+    and no axis of size 1 is left for XLA to squeeze away. A [batch, slots, heads, …] cache made XLA transpose
+    (copy) the whole cache in every layer at every decode step; a [batch, heads, slots, …] one, at batch 1, made it
+    compute each cache update twice (once per layout of the squeezed product) and copy each cache three times.
     """
 
     key: jax.Array
@@ -122,14 +124,14 @@ class OPTAttention(nn.Module):
         v = project("v_proj")
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", None))
         if cache is not None:
-            index = (0, 0, cache_index, 0)
-            k = jax.lax.dynamic_update_slice(cache.key, k.swapaxes(1, 2).astype(cache.key.dtype), index)
-            v = jax.lax.dynamic_update_slice(cache.value, v.swapaxes(1, 2).astype(cache.value.dtype), index)
+            index = (0, cache_index, 0)
+            k = jax.lax.dynamic_update_slice(cache.key, merge_heads(k).astype(cache.key.dtype), index)
+            v = jax.lax.dynamic_update_slice(cache.value, merge_heads(v).astype(cache.value.dtype), index)
             cache = LayerCache(k, v)
         dropout = None
         if rt.attention_dropout and self.has_rng("dropout"):
             dropout = (rt.attention_dropout, self.make_rng("dropout"))
-        out = attend(q, k, v, mask, implementation=rt.attention, heads_major_kv=cache is not None, dropout=dropout)
+        out = attend(q, k, v, mask, implementation=rt.attention, cached_kv=cache is not None, dropout=dropout)
         out = out.reshape(b, t, cfg.hidden_size)
         out = _dense(cfg.hidden_size, "heads", "embed", cfg, rt, "out_proj", cfg.enable_bias)(out)
         return out, cache
@@ -296,5 +298,5 @@ def boxed_params(module: OPTForCausalLM, key: jax.Array) -> Any:
 
 def init_cache(cfg: OPTConfig, batch: int, slots: int, dtype=jnp.float32) -> tuple[LayerCache, ...]:
     """One zero cache per layer (a scanned decoder stacks them on first use and returns them stacked)."""
-    shape = (batch, cfg.num_attention_heads, slots, cfg.head_dim)
+    shape = (batch * cfg.num_attention_heads, slots, cfg.head_dim)
     return tuple(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_hidden_layers))
