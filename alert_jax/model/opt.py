@@ -57,6 +57,11 @@ class RuntimeOptions:
                 raise AlertJaxError(f"model.{name}={getattr(self, name)}: must be in [0, 1)")
         check_mode(self.quantize)
 
+    @property
+    def quantize_activations(self) -> bool:
+        """The w8a8 mode: int8 activations as well as int8 weights."""
+        return self.quantize == "w8a8"
+
 
 class LayerCache(NamedTuple):
     """Keys and values of one layer for every cache slot: [batch × heads, slots, head_dim].
@@ -79,7 +84,7 @@ def _dense(features: int, in_names: str, out_names: str, cfg: OPTConfig, rt: Run
            bias: bool = True) -> nn.Module:
     if rt.quantize != "none":
         return Int8Dense(features, in_names, out_names, use_bias=bias, dtype=rt.dtype,
-                         quantize_activations=rt.quantize == "w8a8", name=name)
+                         quantize_activations=rt.quantize_activations, name=name)
     return nn.Dense(
         features,
         use_bias=bias,
@@ -191,7 +196,7 @@ class OPTDecoder(nn.Module):
         cfg, rt = self.cfg, self.rt
         if rt.quantize != "none":
             self.embed_tokens = Int8Embed(cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype,
-                                          quantize_activations=rt.quantize == "w8a8")
+                                          quantize_activations=rt.quantize_activations)
         else:
             self.embed_tokens = nn.Embed(
                 cfg.vocab_size, cfg.embed_dim, dtype=rt.dtype, param_dtype=rt.param_dtype,
