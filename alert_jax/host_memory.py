@@ -55,7 +55,7 @@ def accelerator_expected() -> bool:
     except ImportError:
         pass
     else:
-        if any(True for _ in pkgutil.iter_modules(jax_plugins.__path__)):
+        if next(pkgutil.iter_modules(jax_plugins.__path__), None) is not None:
             return True
     return any(importlib.util.find_spec(name) is not None for name in _ACCELERATOR_PACKAGES)
 

@@ -23,6 +23,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # ... and the CLI's cache (alert_jax/compile_cache.py) is that one too, never the user's ~/.cache.
 os.environ["ALERT_JAX_COMPILE_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
+# The suite runs on the CPU: glibc keeps freed memory from the start, as the CLI does (alert_jax/host_memory.py),
+# so no test pays XLA:CPU's per-run temporaries in fresh pages, and in-process CLI calls change nothing later.
+from alert_jax import host_memory  # noqa: E402  (after the environment above)
+
+host_memory.configure()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -59,6 +59,23 @@ def test_auto_keeps_only_when_jax_runs_on_the_cpu(monkeypatch):
     assert len(calls) == 3
 
 
+def test_without_jax_platforms_an_installed_accelerator_plugin_decides(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setitem(sys.modules, "jax_plugins", None)  # no plugin namespace package
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert host_memory.accelerator_expected() is False
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: ["cuda"] if group == "jax_plugins" else [])
+    assert host_memory.accelerator_expected() is True
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "libtpu" else None)
+    assert host_memory.accelerator_expected() is True
+
+
 def test_a_bad_setting_is_a_clear_cli_error_before_anything_runs(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv(host_memory.ENV, "always")
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: pytest.fail("must not be applied"))
