@@ -3,8 +3,9 @@
 Why: XLA:CPU allocates an executable's temporaries afresh on every run, as one buffer, from a worker thread
 (2.3 GB for a 1×2048 train step of a 4-layer opt-125m). glibc serves an allocation that large with `mmap` and
 gives it back with `munmap`, so every step touches fresh pages: ~570 000 page faults per step there, each page
-faulted in and zeroed by the kernel, measured at 10–25% of a CPU train step (benchmarks/RESULTS.md). Told to use
-one arena, never to `mmap` and never to trim, glibc keeps freed memory mapped and the next step reuses it.
+faulted in and zeroed by the kernel — 19–23% of a CPU train step at 1024–2048-token rows, less at shorter rows
+(benchmarks/RESULTS.md). Told to use one arena, never to `mmap` and never to trim, glibc keeps freed memory
+mapped and the next step reuses it.
 
 The price: the process keeps its peak heap (RSS does not shrink after a big step), and all threads allocate
 from one arena. Both are right for a dedicated CPU training or evaluation process; on a GPU/TPU host the big
@@ -12,8 +13,9 @@ buffers live in device memory, the host side gains nothing, and input-pipeline t
 so `auto` applies it only when JAX will run on the CPU.
 
 It must run before XLA's threads first allocate (before the first computation): a thread that already owns an
-arena keeps it. Hence the call at the top of the CLI's `main` and of the benchmarks, and the environment
-variable `ALERT_JAX_HOST_MALLOC` = `auto` (default) | `keep` | `system` to override the choice.
+arena keeps it. Hence the call at the top of the CLI's `main` (and of the test suite's conftest), and the
+environment variable `ALERT_JAX_HOST_MALLOC` = `auto` (default) | `keep` | `system` to override the choice;
+`benchmarks/bench_train_step.py --host-malloc` measures both ways.
 """
 from __future__ import annotations
 
