@@ -32,18 +32,23 @@ def test_blockwise_skips_the_upper_triangle_and_equals_dense():
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=1e-5)
 
 
-@pytest.mark.parametrize("batch,queries", [(1, 1), (3, 1), (2, 5)])
+def _queries(q, mask, real, stop: int, count: int):
+    """Query rows [stop - count, stop) of a packed batch (its first three positions are real in every row)."""
+    rows = slice(stop - count, stop)
+    assert real[:, rows].all()
+    return q[:, rows], mask._replace(q_segments=mask.q_segments[:, rows], q_index=mask.q_index[:, rows])
+
+
+@pytest.mark.parametrize("batch,queries", [(1, 1), (3, 1), (2, 3)])
 def test_attention_over_the_cache_layout_equals_dense(batch, queries):
     """The cache holds k/v as [B·H, K, D] (`LayerCache`): attending over it is the same function as over
     [B, K, H, D], for one decode query or several, at batch 1 too (where the layout matters to XLA)."""
     q, k, v, mask, real = _packed(batch, 24, heads=3, seed=batch)
-    q, mask = q[:, -queries:], mask._replace(q_segments=mask.q_segments[:, -queries:],
-                                              q_index=mask.q_index[:, -queries:])
+    q, mask = _queries(q, mask, real, stop=3, count=queries)
     want = dense(q, k, v, mask)
     got = jax.jit(lambda *a: attend(*a, implementation="xla", cached_kv=True))(q, merge_heads(k), merge_heads(v),
                                                                                  mask)
-    rows = real[:, -queries:]
-    np.testing.assert_allclose(np.asarray(got)[rows], np.asarray(want)[rows], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_dense_mask_matches_a_hand_built_one():
@@ -80,3 +85,21 @@ def test_cudnn_equals_xla_on_packed_rows_with_padding():
     want = attend(q, k, v, mask, implementation="xla", cached_kv=False).astype(jnp.float32)
     got = attend(q, k, v, mask, implementation="cudnn", cached_kv=False).astype(jnp.float32)
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-2)
+
+
+def test_the_cudnn_path_reads_the_cache_layout_right(monkeypatch):
+    """cuDNN needs a GPU, but the layout work around it does not: with JAX's own (xla) implementation standing in
+    for the fused kernel, attending over the cache through the cudnn branch equals dense attention."""
+    real_attention = jax.nn.dot_product_attention
+
+    def stand_in(*args, implementation=None, **kwargs):
+        assert implementation == "cudnn"
+        return real_attention(*args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", stand_in)
+    q, k, v, mask, real = _packed(3, 24, heads=2, head_dim=8, seed=4)
+    q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    q, mask = _queries(q, mask, real, stop=3, count=2)
+    want = dense(q, k, v, mask).astype(jnp.float32)
+    got = attend(q, merge_heads(k), merge_heads(v), mask, implementation="cudnn", cached_kv=True)
+    np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)), np.asarray(want), atol=2e-2)
