@@ -36,7 +36,7 @@ def _queries(q, mask, real, stop: int, count: int):
     """Query rows [stop - count, stop) of a packed batch (its first three positions are real in every row)."""
     rows = slice(stop - count, stop)
     assert real[:, rows].all()
-    return q[:, rows], mask._replace(q_segments=mask.q_segments[:, rows], q_index=mask.q_index[:, rows])
+    return q[:, rows], mask.rows(rows, slice(None))
 
 
 @pytest.mark.parametrize("batch,queries", [(1, 1), (3, 1), (2, 3)])

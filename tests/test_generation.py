@@ -3,13 +3,17 @@ and compile bucketing (docs/contracts.md, "Numerics": greedy generation equals H
 from __future__ import annotations
 
 import logging
+import re
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import alert_jax
 from alert_jax.generation import (
-    GenerationError, GenerationStats, _nucleus_filter, bucket_length, first_argmax, generate, generate_text,
+    GenerationError, GenerationStats, _decode_program, _nucleus_filter, _prefill_program, _Sampling, bucket_length,
+    first_argmax, generate, generate_text,
 )
 
 torch = pytest.importorskip("torch")
@@ -102,13 +106,6 @@ def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch):
     """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
     gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
     each cache update twice, once per layout)."""
-    import re
-
-    import jax
-    import jax.numpy as jnp
-
-    from alert_jax.generation import _Sampling, _decode_program, _prefill_program
-
     _, model = post_ln
     ids = np.full((batch, 8), 5, np.int32)
     state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
@@ -149,8 +146,6 @@ def test_tiny_temperature_or_tiny_top_p_is_greedy(post_ln):
 
 def test_first_argmax_is_argmax_with_ties_nans_and_infinities():
     """Ties go to the first; a NaN anywhere wins (XLA:CPU's max may skip NaNs, argmax does not)."""
-    import jax.numpy as jnp
-
     rng = np.random.RandomState(0)
     x = rng.randn(7, 1000).astype(np.float32)
     x[1, [3, 500, 999]] = 9.0  # tie: the first wins

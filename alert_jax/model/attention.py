@@ -143,10 +143,10 @@ def dense_cached(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec,
                  dropout: Optional[tuple[float, jax.Array]] = None) -> jax.Array:
     """Softmax over every slot of the cache's k/v [B·H, K, D], computed in that merged layout (q is brought to
     it, never the cache — see `LayerCache`)."""
-    b, t, h, d = q.shape
+    b, t, h, _ = q.shape
     allowed = jnp.broadcast_to(mask.dense(), (b, h, t, k.shape[1])).reshape(b * h, t, k.shape[1])
     out, total = _softmax_product(merge_heads(q), k, v, allowed, "nqd,nkd->nqk", "nqk,nkd->nqd", dropout)
-    return (out / total[..., None]).reshape(b, h, t, d).swapaxes(1, 2).astype(q.dtype)
+    return unmerge_heads(out / total[..., None], b).swapaxes(1, 2).astype(q.dtype)
 
 
 def blockwise_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, block: int,
