@@ -104,7 +104,8 @@ def analytic_flops_per_token(cfg: ExperimentConfig) -> float:
     return 6 * n + 12 * arch.num_hidden_layers * arch.hidden_size * cfg.train.seq_len
 
 
-def _per_device_bytes(tree: Any) -> int:
+def per_device_bytes(tree: Any) -> int:
+    """Bytes one device holds of a tree of sharded arrays or ShapeDtypeStructs."""
     import jax
 
     return sum(x.dtype.itemsize * math.prod(x.sharding.shard_shape(x.shape)) for x in jax.tree.leaves(tree))
@@ -128,20 +129,14 @@ def simulated_mesh(mesh_cfg, devices: int):
 
 
 def architecture(name: str):
-    """The OPTConfig `model.name` means — a preset, or the config of an HF or alert_jax model directory — read
-    without touching a weight."""
-    from alert_jax.model.convert import config_from_hf
-    from alert_jax.model.io import MODEL_MANIFEST, read_manifest
-    from alert_jax.model.presets import get_preset, is_preset
+    """The OPTConfig `model.name` means, resolved as the trainer and evaluate load it (`io.model_config`: a preset,
+    an HF or alert_jax model directory, a workdir's best model, a metaseq file), read without touching a weight."""
+    from alert_jax.model.io import ModelSourceError, model_config
 
-    path = Path(name)
-    if (path / MODEL_MANIFEST).is_file():
-        return read_manifest(path)
-    if (path / "config.json").is_file():
-        return config_from_hf(path / "config.json")
-    if not is_preset(name):
-        raise PlanError(f"model.name={name}: plan needs a preset, an HF directory or an alert_jax model directory")
-    return get_preset(name)
+    try:
+        return model_config(name)
+    except ModelSourceError as err:
+        raise PlanError(f"model.name: {err}") from None
 
 
 def abstract_params(cfg: ExperimentConfig, mesh, dtype: str):
@@ -166,30 +161,26 @@ def _footprint(compiled: Any, params: int, optimizer: int) -> Footprint:
 
 def train_program(cfg: ExperimentConfig, mesh) -> tuple[Any, Any, Any]:
     """(jitted train step, abstract state, abstract batch) as the trainer lays them out over `mesh`: params by the
-    logical-axis rules, AdamW state like its params, rows over data × fsdp, state donated. The benchmark
-    (benchmarks/bench_accelerator.py) materialises the same abstract state to time the step."""
+    logical-axis rules, AdamW state like its params, rows over data × fsdp, state donated, and the trainer's own
+    step (`train.step.jit_train_step`: the config's objective, with the sample fields in the batch of a ranking
+    one). The benchmark (benchmarks/bench_accelerator.py) materialises the same abstract state to time the step."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
     from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, optimizer_state_shardings
     from alert_jax.train.optim import make_optimizer
-    from alert_jax.train.step import TrainState, make_train_step
+    from alert_jax.train.step import TrainState, batch_spec, jit_train_step
 
     module, params = abstract_params(cfg, mesh, cfg.model.dtype)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
-    replicated = NamedSharding(mesh, PartitionSpec())
     opt_shardings = optimizer_state_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), mesh)
     opt_state = _abstract(jax.eval_shape(tx.init, params), opt_shardings)
-    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated), params, opt_state)
+    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, PartitionSpec())), params,
+                       opt_state)
     rows = batch_sharding(mesh, DEFAULT_RULES)
-    shape = (cfg.train.batch_size, cfg.train.seq_len)
-    batch = {name: jax.ShapeDtypeStruct(shape, jnp.float32 if name == "loss_weights" else jnp.int32, sharding=rows)
-             for name in ("inputs", "targets", "segment_ids", "positions", "loss_weights")}
-    state_shardings = jax.tree.map(lambda x: x.sharding, state)
-    step = jax.jit(make_train_step(module, tx), donate_argnums=0, in_shardings=(state_shardings, rows),
-                   out_shardings=(state_shardings, replicated))  # traced (under the callers' rules) when lowered
-    return step, state, batch
+    step = jit_train_step(cfg, module, tx, jax.tree.map(lambda x: x.sharding, state), rows)
+    return step, state, batch_spec(cfg, rows)  # the step is traced (under the callers' rules) when lowered
 
 
 def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
@@ -200,7 +191,7 @@ def train_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
     step, state, batch = train_program(cfg, mesh)
     with logical_sharding(mesh, DEFAULT_RULES):
         compiled = step.lower(state, batch).compile()
-    return _footprint(compiled, _per_device_bytes(state.params), _per_device_bytes(state.opt_state))
+    return _footprint(compiled, per_device_bytes(state.params), per_device_bytes(state.opt_state))
 
 
 def generation_prompt_length(cfg: ExperimentConfig) -> int:
@@ -220,7 +211,7 @@ def generation_footprint(cfg: ExperimentConfig, devices: int) -> Footprint:
     module, params = abstract_params(cfg, mesh, cfg.eval.dtype)
     programs = compile_ahead_of_time(module, params, mesh, cfg.eval.batch_size, generation_prompt_length(cfg),
                                      cfg.eval.max_new_tokens)
-    footprints = [_footprint(p, _per_device_bytes(params), 0) for p in programs]
+    footprints = [_footprint(p, per_device_bytes(params), 0) for p in programs]
     return max(footprints, key=lambda f: f.total)
 
 

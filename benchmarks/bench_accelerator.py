@@ -66,13 +66,15 @@ def materialise(abstract: Any, seed: int = 0, scale: float = 0.02) -> Any:
 
 
 def random_rows(batch: dict[str, jax.ShapeDtypeStruct], vocab: int) -> dict[str, jax.Array]:
-    """Packed rows of random tokens: one example per row, every token a target."""
+    """Packed rows of random tokens: one example per row, every token a target (any other field, such as a
+    ranking objective's sample fields, zero: no samples)."""
     rows, length = batch["inputs"].shape
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, vocab, (rows, length + 1), dtype=np.int32)
     host = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((rows, length), np.int32),
             "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)),
             "loss_weights": np.ones((rows, length), np.float32)}
+    host.update({k: np.zeros(v.shape, v.dtype) for k, v in batch.items() if k not in host})
     return {k: jax.device_put(v, batch[k].sharding) for k, v in host.items()}
 
 

@@ -1,7 +1,7 @@
 """Ahead-of-time compile time of a train step with unrolled vs scanned decoder layers (`model.scan_layers`).
 
-Lowers and compiles `make_train_step` for abstract params and batch (nothing is allocated), once per layout,
-and reports lowering and compile seconds plus the compiled temporaries. A scanned model compiles one layer body
+Lowers and compiles the trainer's train step (`plan.train_program`) for abstract params and batch (nothing is
+allocated), once per layout, and reports lowering and compile seconds plus the compiled temporaries. A scanned model compiles one layer body
 instead of `num_hidden_layers` copies, which is what decides start-up time on a TPU/GPU slice.
 
     python benchmarks/bench_compile_scan.py [--preset opt-1.3b --batch 1 --seq 2048 --remat full]
@@ -14,30 +14,27 @@ import os
 import platform
 import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from alert_jax.config import OptimConfig
-from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
-from alert_jax.model.presets import get_preset
-from alert_jax.train.optim import make_optimizer
-from alert_jax.train.step import TrainState, make_train_step
+from alert_jax.config import load_config
+from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
+from alert_jax.plan import simulated_mesh, train_program
 from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
 
 
-def compile_train_step(preset: str, runtime: RuntimeOptions, batch: int, seq: int) -> dict[str, float]:
-    module = OPTForCausalLM(get_preset(preset), runtime)
-    params = jax.eval_shape(lambda key: nn.meta.unbox(boxed_params(module, key)), jax.random.PRNGKey(0))
-    tx = make_optimizer(OptimConfig(), total_steps=1000)
-    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(tx.init, params))
-    rows = {k: jax.ShapeDtypeStruct((batch, seq), jnp.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
-    rows["loss_weights"] = jax.ShapeDtypeStruct((batch, seq), jnp.float32)
-    start = time.perf_counter()
-    lowered = jax.jit(make_train_step(module, tx), donate_argnums=0).lower(state, rows)
-    lowered_at = time.perf_counter()
-    compiled = lowered.compile()
-    done = time.perf_counter()
+def compile_train_step(preset: str, remat: str, scan_layers: bool, batch: int, seq: int) -> dict[str, float]:
+    """Lower and compile the trainer's fp32 train step (`plan.train_program`) on one device, timing each."""
+    cfg = load_config(None, [f"model.name={preset}", "model.dtype=float32", f"model.remat={remat}",
+                             f"model.scan_layers={str(scan_layers).lower()}", f"train.batch_size={batch}",
+                             f"train.seq_len={seq}", "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"])
+    mesh = simulated_mesh(cfg.mesh, 1)
+    step, state, rows = train_program(cfg, mesh)
+    with logical_sharding(mesh, DEFAULT_RULES):
+        start = time.perf_counter()
+        lowered = step.lower(state, rows)
+        lowered_at = time.perf_counter()
+        compiled = lowered.compile()
+        done = time.perf_counter()
     return {"lower_s": lowered_at - start, "compile_s": done - lowered_at,
             "temp_gib": compiled.memory_analysis().temp_size_in_bytes / 2**30}
 
@@ -53,8 +50,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results = {}
     for scan in (False, True):
-        results[scan] = compile_train_step(args.preset, RuntimeOptions(remat=args.remat, scan_layers=scan),
-                                           args.batch, args.seq)
+        results[scan] = compile_train_step(args.preset, args.remat, scan, args.batch, args.seq)
         print(f"scan_layers={scan}: {results[scan]}", flush=True)
     lines = [
         f"## Train-step compile time, unrolled vs scanned layers ({datetime.date.today().isoformat()})",

@@ -55,9 +55,8 @@ def _leaf(tree, path):
     return tree
 
 
-@pytest.mark.parametrize("pre_ln", [True, False])
-def test_metaseq_state_dict_converts_to_the_same_logits(tmp_path, pre_ln):
-    hf_model = save_tiny(tmp_path, pre_ln)[0]
+def _save_as_metaseq(hf_model, path):
+    """`hf_model` written as a metaseq checkpoint: fused qkv (k, v, q order), metaseq names, the config's heads."""
     state = {}
     for name, tensor in hf_model.state_dict().items():
         if name == "lm_head.weight":
@@ -72,12 +71,38 @@ def test_metaseq_state_dict_converts_to_the_same_logits(tmp_path, pre_ln):
             state[f"decoder.layers.{i}.self_attn.qkv_proj.{kind}"] = torch.cat(parts, 0)
     state["decoder.output_projection.weight"] = state["decoder.embed_tokens.weight"].clone()
     state["decoder.version"] = torch.tensor([3.0])
-    path = tmp_path / "consolidated.pt"
-    torch.save({"model": state, "cfg": {"model": {"decoder_attention_heads": 4, "arch": "transformer_lm"}}}, path)
+    heads = hf_model.config.num_attention_heads
+    torch.save({"model": state, "cfg": {"model": {"decoder_attention_heads": heads, "arch": "transformer_lm"}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("pre_ln", [True, False])
+def test_metaseq_state_dict_converts_to_the_same_logits(tmp_path, pre_ln):
+    hf_model = save_tiny(tmp_path, pre_ln)[0]
     from alert_jax.model.convert import load_metaseq
-    config, params = load_metaseq(path)
+    config, params = load_metaseq(_save_as_metaseq(hf_model, tmp_path / "consolidated.pt"))
     assert config.do_layer_norm_before == pre_ln
     _assert_same_logits(alert_jax.Model(config, params), hf_model)
+
+
+def test_model_config_reads_every_source_as_load_model_resolves_it(tmp_path):
+    """`model_config` (what `alert-jax plan` reads) names the architecture `load_model` builds, for every kind of
+    model argument, without reading a weight: a preset, HF and alert_jax model directories, a training workdir's
+    best model and a metaseq file; post-LN with projections (350m's layout) so no default can pass for a read."""
+    from alert_jax.model.io import model_config
+    from alert_jax.workdir import RunDir
+
+    hf_model, hf_dir = save_tiny(tmp_path, False)
+    native = alert_jax.save_model(alert_jax.load_model(hf_dir), tmp_path / "native")
+    workdir = RunDir(tmp_path / "run")
+    alert_jax.save_model(alert_jax.load_model(hf_dir), workdir.best)
+    workdir.best_record.write_text(json.dumps({"step": 3}))
+    metaseq = _save_as_metaseq(hf_model, tmp_path / "consolidated.pt")
+    sources = ["opt-tiny", hf_dir, native, workdir.root, metaseq]
+    assert model_config(hf_dir).do_layer_norm_before is False
+    for source in sources:
+        assert model_config(source) == alert_jax.load_model(source).config, source
+    assert model_config(metaseq) == model_config(hf_dir)
 
 
 def test_native_orbax_round_trip(tmp_path):

@@ -58,6 +58,30 @@ def test_fsdp_holds_an_eighth_of_the_state_that_data_parallelism_replicates():
     assert data.params == 4 * 198_528
 
 
+@pytest.mark.parametrize("objective", ["aft", "rrhf", "dpo"])
+def test_an_alignment_config_is_planned_with_its_ranking_objective(objective, tmp_path):
+    """The planned program is the trainer's: a ranking objective's batch carries the per-segment sample fields and
+    its step reports the ranking metrics; the same config as SFT has neither."""
+    from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
+    from alert_jax.plan import simulated_mesh, train_program
+    from alert_jax.train.objectives import RANKING_METRICS, SAMPLE_FIELD_DTYPES, SEGMENT_SLOTS
+
+    def planned(*extra):
+        cfg = load_config(None, [*MICRO, "mesh.fsdp=1", *extra])
+        mesh = simulated_mesh(cfg.mesh, 1)
+        step, state, batch = train_program(cfg, mesh)
+        with logical_sharding(mesh, DEFAULT_RULES):
+            _, metrics = step.lower(state, batch).out_info
+        return batch, metrics
+
+    batch, metrics = planned(f"train.objective={objective}", f"alignment.samples={tmp_path}")
+    for name, dtype in SAMPLE_FIELD_DTYPES.items():
+        assert (batch[name].shape, batch[name].dtype) == ((8, SEGMENT_SLOTS), dtype)
+    assert set(RANKING_METRICS) <= set(metrics)
+    sft_batch, sft_metrics = planned()
+    assert not set(SAMPLE_FIELD_DTYPES) & set(sft_batch) and not set(RANKING_METRICS) & set(sft_metrics)
+
+
 def test_compiled_train_flops_per_token_match_6n_plus_attention():
     cfg = load_config(None, [*MICRO, "mesh.fsdp=1"])
     compiled = train_footprint(cfg, 1).flops / (cfg.train.batch_size * cfg.train.seq_len)
@@ -113,5 +137,5 @@ def test_plan_reads_the_architecture_of_a_checkpoint_directory_without_its_weigh
     (tmp_path / "config.json").write_text(json.dumps(config_to_hf(get_preset("opt-micro"))))
     assert architecture(str(tmp_path)) == get_preset("opt-micro")
     assert architecture("opt-1.3b") == get_preset("opt-1.3b")
-    with pytest.raises(PlanError, match="model.name=/no/such/dir"):
+    with pytest.raises(PlanError, match="model.name: /no/such/dir"):
         architecture("/no/such/dir")

@@ -40,7 +40,9 @@ from alert_jax.errors import AlertJaxError
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_weights")
+FIELD_DTYPES = {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32, "positions": np.int32,
+                "loss_weights": np.float32}
+FIELDS = tuple(FIELD_DTYPES)
 Overflow = Literal["truncate", "drop"]
 TokenizedExample = tuple[Sequence[int], ...]
 """(prompt ids, target ids), or (prompt ids, target ids, target ids as the inputs show them): the third, as
@@ -154,8 +156,7 @@ def _best_fit_decreasing(lengths: Sequence[int], seq_len: int, buffer_size: int)
 
 def _write_rows(fitted: Sequence[_Fitted], assignment: Sequence[Sequence[int]], seq_len: int) -> dict[str, np.ndarray]:
     shape = (len(assignment), seq_len)
-    arrays = {name: np.zeros(shape, np.int32) for name in FIELDS[:-1]}
-    arrays["loss_weights"] = np.zeros(shape, np.float32)
+    arrays = {name: np.zeros(shape, dtype) for name, dtype in FIELD_DTYPES.items()}
     for row, members in enumerate(assignment):
         offset = 0
         for segment, index in enumerate(members, start=1):

@@ -61,25 +61,61 @@ def load_model(path_or_preset: str | Path, dtype: str = "float32", *, seed: int 
         return quantize_model(model, rules, quantize)
     runtime = runtime if runtime is not None else RuntimeOptions(dtype=dtype_from_name(dtype))
     mesh = mesh if mesh is not None else single_device_mesh()
+    source = resolve_source(path_or_preset)
+    if source.kind == "native":
+        return _load_native(source.path, runtime, mesh, rules)
+    if source.kind == "hf":
+        return _import(convert.hf_refs(source.path), str(source.path), runtime, mesh, rules)
+    if source.kind == "metaseq":
+        return _import(convert.metaseq_refs(source.path, num_attention_heads), str(source.path), runtime, mesh,
+                       rules)
+    config = get_preset(str(source.path))
+    module = OPTForCausalLM(config, runtime)
+    params, _ = sharded_init(partial(boxed_params, module), mesh, rules, jax.random.PRNGKey(seed))
+    return Model(config, params, runtime)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """What a "model" argument names: `kind` is "native" (an alert_jax model directory, also a workdir's best
+    model), "hf" (a directory with config.json), "metaseq" (a .pt file) or "preset" (`path` is then the name)."""
+
+    kind: str
+    path: Path
+
+
+def resolve_source(path_or_preset: str | Path) -> ModelSource:
+    """Resolve a model argument once, by the rules `load_model` documents, so that loading it and reading its
+    architecture (`model_config`, for planning) can never disagree about what it names."""
     path = Path(path_or_preset)
     if path.is_dir():
         if (path / MODEL_MANIFEST).exists():
-            return _load_native(path, runtime, mesh, rules)
+            return ModelSource("native", path)
         if (path / "config.json").exists():
-            return _import(convert.hf_refs(path), str(path), runtime, mesh, rules)
+            return ModelSource("hf", path)
         native = RunDir(path).best_model()
         if native is not None:
-            return _load_native(native, runtime, mesh, rules)
+            return ModelSource("native", native)
         raise ModelSourceError(f"{path}: not an HF OPT directory, alert_jax model directory or training workdir")
     if path.is_file() and path.suffix in METASEQ_SUFFIXES:
-        return _import(convert.metaseq_refs(path, num_attention_heads), str(path), runtime, mesh, rules)
+        return ModelSource("metaseq", path)
     if is_preset(str(path_or_preset)):
-        config = get_preset(str(path_or_preset))
-        module = OPTForCausalLM(config, runtime)
-        params, _ = sharded_init(partial(boxed_params, module), mesh, rules, jax.random.PRNGKey(seed))
-        return Model(config, params, runtime)
+        return ModelSource("preset", path)
     raise ModelSourceError(f"{path_or_preset}: no such model directory or metaseq file, and not a bare preset "
                            f"name ({', '.join(PRESETS)})")
+
+
+def model_config(path_or_preset: str | Path, num_attention_heads: Optional[int] = None) -> OPTConfig:
+    """The architecture `load_model(path_or_preset)` would build, read without touching a weight (a manifest,
+    config.json, or a metaseq file's tensor shapes), so memory can be planned before anything is loaded."""
+    source = resolve_source(path_or_preset)
+    if source.kind == "native":
+        return read_manifest(source.path)
+    if source.kind == "hf":
+        return convert.config_from_hf(source.path / "config.json")
+    if source.kind == "metaseq":
+        return convert.metaseq_refs(source.path, num_attention_heads)[0]
+    return get_preset(str(source.path))
 
 
 def single_device_mesh(device: Optional[jax.Device] = None) -> Mesh:

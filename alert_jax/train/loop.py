@@ -45,7 +45,7 @@ from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
 from alert_jax.train.sample_rows import alignment_rows
 from alert_jax.train.selection import DevGeneration, check_select_by, is_better
-from alert_jax.train.step import TrainState, make_eval_step, make_train_step, token_losses
+from alert_jax.train.step import TrainState, jit_train_step, make_eval_step
 from alert_jax.workdir import RunDir, check_contract, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,7 @@ class Trainer:
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.batch_sharding = batch_sharding(self.mesh, DEFAULT_RULES)
-        objective = objectives.make_objective(self.cfg.train.objective, self.cfg.alignment, token_losses)
-        step = make_train_step(self.module, self.tx, objective, seed=self.cfg.train.seed)
-        self.train_step = jax.jit(step, donate_argnums=0,
-                                  in_shardings=(self.state_shardings, self.batch_sharding),
-                                  out_shardings=(self.state_shardings, replicated))
+        self.train_step = jit_train_step(self.cfg, self.module, self.tx, self.state_shardings, self.batch_sharding)
         self.eval_step = jax.jit(make_eval_step(self.module),
                                  in_shardings=(self.state_shardings.params, self.batch_sharding),
                                  out_shardings=replicated)

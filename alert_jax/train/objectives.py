@@ -32,13 +32,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alert_jax.config import AlignmentConfig
 from alert_jax.errors import AlertJaxError
 
 OBJECTIVES = ("sft", "aft", "rrhf", "dpo")
 CONSTRAINTS = ("dc", "bc", "none")
-SAMPLE_FIELDS = ("sample_group", "sample_label", "ref_logp")
+SAMPLE_FIELD_DTYPES = {"sample_group": np.int32, "sample_label": np.float32, "ref_logp": np.float32}
 RANKING_METRICS = ("token_loss", "rank_loss", "pair_accuracy")  # logged next to the loss by alignment runs
 SEGMENT_SLOTS = 16  # samples per packed row at most
 _MASKED = -1e9

@@ -19,7 +19,7 @@ from alert_jax.data.tokenizer import Tokenizer
 from alert_jax.errors import AlertJaxError
 from alert_jax.sampling import SAMPLES_FILE, read_samples
 from alert_jax.train.corpus import tokenize_pairs
-from alert_jax.train.objectives import SEGMENT_SLOTS
+from alert_jax.train.objectives import SAMPLE_FIELD_DTYPES, SEGMENT_SLOTS
 
 
 def grouped_samples(samples_dir: str | Path) -> list[list[dict[str, Any]]]:
@@ -35,14 +35,13 @@ def grouped_samples(samples_dir: str | Path) -> list[list[dict[str, Any]]]:
 
 
 def alignment_rows(samples_dir: str | Path, tokenizer: Tokenizer, seq_len: int) -> Packed:
-    """Packed rows of every sample, with the per-segment fields `objectives.SAMPLE_FIELDS`."""
+    """Packed rows of every sample, with the per-segment fields `objectives.SAMPLE_FIELD_DTYPES`."""
     groups = grouped_samples(samples_dir)
     flat = [r for members in groups for r in members]
     packed, row_groups = pack_groups(tokenize_pairs(tokenizer, [(r["prompt"], r["generation"]) for r in flat]),
                                      [len(members) for members in groups], seq_len, SEGMENT_SLOTS)
     shape = (len(row_groups), SEGMENT_SLOTS)
-    fields = {"sample_group": np.zeros(shape, np.int32), "sample_label": np.zeros(shape, np.float32),
-              "ref_logp": np.zeros(shape, np.float32)}
+    fields = {name: np.zeros(shape, dtype) for name, dtype in SAMPLE_FIELD_DTYPES.items()}
     index = 0
     for row, members in enumerate(row_groups):
         first = members[0]

@@ -16,10 +16,12 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
-from alert_jax.config import AlignmentConfig
+from alert_jax.config import AlignmentConfig, ExperimentConfig
+from alert_jax.data.packing import FIELD_DTYPES
 from alert_jax.model.opt import OPTForCausalLM
-from alert_jax.train.objectives import Objective, make_objective
+from alert_jax.train.objectives import SAMPLE_FIELD_DTYPES, SEGMENT_SLOTS, Objective, make_objective
 
 Batch = dict[str, jax.Array]
 
@@ -82,6 +84,31 @@ def make_train_step(module: OPTForCausalLM, tx: optax.GradientTransformation, ob
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
+
+
+def jit_train_step(cfg: ExperimentConfig, module: OPTForCausalLM, tx: optax.GradientTransformation,
+                   state_shardings: Any, batch_sharding: NamedSharding):
+    """The train step of `cfg` (its objective, alignment settings and dropout seed), jitted with the state's
+    shardings pinned in and out, the state donated and the metrics replicated.
+
+    The trainer runs it and `alert-jax plan` compiles it ahead of time: one definition, so the plan measures the
+    program that will run (an alignment config is planned with its ranking objective, not as SFT).
+    """
+    objective = make_objective(cfg.train.objective, cfg.alignment, token_losses)
+    step = make_train_step(module, tx, objective, seed=cfg.train.seed)
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_shardings, batch_sharding),
+                   out_shardings=(state_shardings, replicated))
+
+
+def batch_spec(cfg: ExperimentConfig, sharding: Optional[NamedSharding] = None) -> dict[str, jax.ShapeDtypeStruct]:
+    """Every field of one `cfg` train batch, as shapes: the packed token fields `[B, T]` (data/packing.py) and,
+    for a ranking objective, the per-segment sample fields `[B, SEGMENT_SLOTS]` (train/sample_rows.py)."""
+    rows, seq_len = cfg.train.batch_size, cfg.train.seq_len
+    fields = {name: ((rows, seq_len), dtype) for name, dtype in FIELD_DTYPES.items()}
+    if cfg.train.objective != "sft":
+        fields.update({name: ((rows, SEGMENT_SLOTS), dtype) for name, dtype in SAMPLE_FIELD_DTYPES.items()})
+    return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for name, (shape, dtype) in fields.items()}
 
 
 def make_eval_step(module: OPTForCausalLM):
