@@ -44,6 +44,7 @@ from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.aggregate import System
 from alert_jax.metrics.scores import METRICS, score
 from alert_jax.parallel.mesh import is_main_process, maybe_initialize_distributed
+from alert_jax.untrusted_json import decode_utf8, os_errors_as, parse_json
 from alert_jax.workdir import RunDir
 
 if TYPE_CHECKING:
@@ -127,16 +128,11 @@ def templates_of(cfg: EvalConfig) -> tuple[str, ...]:
     return cfg.templates
 
 
-def _checked_record(line: str, where: str, required: Sequence[str]) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise EvaluateError(f"{where}: invalid JSON: {error.msg}") from error
-    if not isinstance(record, dict):
-        raise EvaluateError(f"{where}: expected a JSON object, got {type(record).__name__}")
+def _checked_record(line: str, path: Path, number: int, required: Sequence[str]) -> dict[str, Any]:
+    record = parse_json(line, path, EvaluateError, line=number, expect=dict)
     missing = [k for k in required if k not in record]
     if missing:
-        raise EvaluateError(f"{where}: missing key {missing[0]!r}")
+        raise EvaluateError(f"{path}:{number}: missing key {missing[0]!r}")
     return record
 
 
@@ -147,15 +143,16 @@ def read_generations(path: Path, *, repair: bool = True, required: Sequence[str]
     the process that writes the file repairs it)."""
     if not path.exists():
         return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]  # rfind = -1 when the only line is partial: keeps nothing
-        if repair:
-            logger.warning("%s: dropping a last line cut short by an interrupted run", path)
-            write_text(path, data.decode("utf-8"))
+    with os_errors_as(EvaluateError, path):
+        data = path.read_bytes()
+    cut_short = bool(data) and not data.endswith(b"\n")
+    text = decode_utf8(data[: data.rfind(b"\n") + 1], path, EvaluateError, line=1)  # rfind = -1: no whole line
+    if cut_short and repair:
+        logger.warning("%s: dropping a last line cut short by an interrupted run", path)
+        write_text(path, text)
     # Split on "\n" only: JSON strings may hold U+2028 and friends, which str.splitlines breaks on.
-    lines = data.decode("utf-8").split("\n")
-    return [_checked_record(line, f"{path}:{n}", required) for n, line in enumerate(lines, start=1) if line.strip()]
+    return [_checked_record(line, path, n, required) for n, line in enumerate(text.split("\n"), start=1)
+            if line.strip()]
 
 
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:

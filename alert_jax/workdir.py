@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from alert_jax.atomic import recover, write_text
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import read_json
 
 BEST_RECORD = "best.json"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -45,11 +46,11 @@ def fingerprint(inputs: Mapping[str, Any]) -> str:
 
 def cache_is_current(directory: Path, inputs: Mapping[str, Any]) -> bool:
     """Whether `directory` was built, completely, from exactly `inputs` (see `stamp_cache`)."""
-    stamp = Path(directory) / FINGERPRINT_FILE
     try:
-        return json.loads(stamp.read_text())["fingerprint"] == fingerprint(inputs)
-    except (OSError, ValueError, KeyError, TypeError):
+        stamp = read_json(Path(directory) / FINGERPRINT_FILE, AlertJaxError, expect=dict)
+    except AlertJaxError:  # missing (never stamped, or half built) or damaged: rebuild
         return False
+    return stamp.get("fingerprint") == fingerprint(inputs)
 
 
 def stamp_cache(directory: Path, inputs: Mapping[str, Any]) -> None:
@@ -66,12 +67,9 @@ def check_contract(path: Path, contract: Mapping[str, Any]) -> None:
 
     Call it only when checkpoints exist; `path` missing (a run from before contracts) is accepted.
     """
-    try:
-        recorded = json.loads(Path(path).read_text())
-    except FileNotFoundError:
+    if not Path(path).exists():
         return
-    except ValueError as exc:
-        raise IncompatibleRunError(f"{path}: unreadable ({exc})") from None
+    recorded = read_json(path, IncompatibleRunError, context="unreadable", expect=dict)
     differing = [key for key in sorted(set(recorded) | set(contract)) if recorded.get(key) != contract.get(key)]
     if differing:
         details = "; ".join(f"{key}: checkpoints have {recorded.get(key)!r}, this config {contract.get(key)!r}"

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from alert_jax.atomic import write_text
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import read_json
 
 ASSESSMENT_FILE = "assessment.json"
 _FIELDS = ("pairs", "pair_accuracy", "questions", "samples", "correct_fraction")
@@ -46,10 +47,7 @@ def pairwise_accuracy(records: Iterable[Mapping[str, Any]], scores: Sequence[flo
 
 def load_assessment(path: Path) -> dict[str, dict[str, float]]:
     """label → measure from an `assessment.json`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise AssessmentError(f"{path}: {error}") from None
+    data = read_json(path, AssessmentError)
     if not isinstance(data, dict):
         raise AssessmentError(f"{path}: must be a JSON object mapping model label → measure")
     for label, entry in data.items():

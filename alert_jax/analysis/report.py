@@ -7,7 +7,6 @@ get their own per-skill tables and all metrics go to the CSVs.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -22,6 +21,7 @@ from alert_jax.data.templates import FINETUNE_TEMPLATE
 from alert_jax.analysis.sensitivity import skill_sensitivity, task_sensitivity
 from alert_jax.analysis.tables import fmt, grid_table, markdown_table, write_csv
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import decode_utf8, os_errors_as, parse_json, read_json
 from alert_jax.metrics.aggregate import (
     SPLIT_ORDER, VARIANT_ORDER, GroupScore, ScoreRow, ScoreRowError, System, TaskScore,
     order_key, per_skill, per_split, per_task,
@@ -44,19 +44,16 @@ class ReportInputError(AlertJaxError):
 
 def load_scores(path: Path) -> list[ScoreRow]:
     """Rows of one `scores.jsonl`; blank lines are skipped, any other bad line is an error at file:line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ReportInputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    with os_errors_as(ReportInputError, path):
+        data = path.read_bytes()
+    text = decode_utf8(data, path, ReportInputError)
     rows = []
     # Split on "\n" only: JSON strings may legally hold U+2028 and friends, which str.splitlines breaks on.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(ScoreRow.from_dict(json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise ReportInputError(f"{path}:{number}: invalid JSON: {error.msg}") from error
+            rows.append(ScoreRow.from_dict(parse_json(line, path, ReportInputError, line=number)))
         except ScoreRowError as error:
             raise ReportInputError(f"{path}:{number}: {error}") from error
     return rows
@@ -64,10 +61,7 @@ def load_scores(path: Path) -> list[ScoreRow]:
 
 def load_overlap(path: Path) -> dict[str, float]:
     """An `overlap.json`: a JSON object mapping task name → overlap fraction in [0, 1]."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ReportInputError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
+    data = read_json(path, ReportInputError)
     if not isinstance(data, dict):
         raise ReportInputError(f"{path}: must be a JSON object mapping task → overlap fraction")
     for task, value in data.items():

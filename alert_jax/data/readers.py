@@ -37,13 +37,13 @@ JSONL is streamed line by line.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from alert_jax.data.example import Demonstration, Example, Task
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import decode_utf8, not_utf8, os_errors_as, parse_json
 
 
 class DataFormatError(AlertJaxError):
@@ -124,54 +124,27 @@ def _str_list(record: dict, key: str, where: _Where, default: Optional[list] = N
 # File formats
 
 
-def _parse_json(text: str, where: _Where) -> Any:
-    """`json.loads`, with every way untrusted text can fail — syntax, nesting deeper than Python's recursion limit,
-    an integer too long to convert — reported at `where`."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _Where(where.path, where.line + err.lineno - 1).error(
-            f"invalid JSON ({err.msg} at column {err.colno})") from None
-    except RecursionError:
-        raise where.error("invalid JSON (nested too deeply)") from None
-    except ValueError as err:  # e.g. an integer literal beyond sys.get_int_max_str_digits()
-        raise where.error(f"invalid JSON ({str(err).split(';')[0]})") from None
-
-
-def _undecodable(path: Path, line: int, err: UnicodeDecodeError) -> DataFormatError:
-    return _Where(path, line).error(f"not UTF-8 text (byte 0x{err.object[err.start]:02x})")
-
-
 def _jsonl(path: Path) -> Iterator[tuple[_Where, dict]]:
     """Objects of a JSON-lines file, one per non-blank line, streamed."""
     seen = False
     with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported on its own line
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise _undecodable(path, number, err) from None
+            line = decode_utf8(raw, path, DataFormatError, line=number)
             if not line.strip():
                 continue
-            where = _Where(path, number)
-            record = _parse_json(line.rstrip("\r\n"), where)
-            if not isinstance(record, dict):
-                raise where.error(f"expected a JSON object, got {type(record).__name__}")
+            record = parse_json(line.rstrip("\r\n"), path, DataFormatError, line=number, expect=dict)
             seen = True
-            yield where, record
+            yield _Where(path, number), record
     if not seen:
         raise _Where(path, 1).error("empty file: no records")
 
 
 def _json(path: Path) -> Any:
     """A whole-file JSON document."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise _undecodable(path, err.object[:err.start].count(b"\n") + 1, err) from None
+    text = decode_utf8(path.read_bytes(), path, DataFormatError, line=1)
     if not text.strip():
         raise _Where(path, 1).error("empty file")
-    return _parse_json(text, _Where(path, 1))
+    return parse_json(text, path, DataFormatError, line=1)
 
 
 def _csv(path: Path) -> Iterator[tuple[_Where, dict]]:
@@ -185,7 +158,7 @@ def _csv(path: Path) -> Iterator[tuple[_Where, dict]]:
             except StopIteration:
                 break
             except UnicodeDecodeError as err:  # the text layer decodes ahead: the line is where reading stopped
-                raise _undecodable(path, reader.line_num + 1, err) from None
+                raise _Where(path, reader.line_num + 1).error(not_utf8(err)) from None
             except csv.Error as err:  # raised before the failing line is counted
                 raise _Where(path, reader.line_num + 1).error(f"malformed CSV ({err})") from None
             where = _Where(path, reader.line_num)
@@ -574,4 +547,5 @@ def read(kind: str, path: str | Path) -> Task:
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"{path}: no such file or directory (source kind {kind!r})")
-    return READERS[kind](path)
+    with os_errors_as(DataFormatError, path):  # a directory where a file belongs, an unreadable file
+        return READERS[kind](path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import io
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -24,6 +23,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import read_json
 
 BOS_PIECE, PAD_PIECE, EOS_PIECE, UNK_PIECE = "<s>", "<pad>", "</s>", "<unk>"
 # fairseq/OPT layout; BOS for OPT-style models is `</s>` (id 2), not `<s>`.
@@ -109,10 +109,7 @@ class BPETokenizer(Tokenizer):
         for path in (vocab_file, merges_file):
             if not path.is_file():
                 raise TokenizerError(f"{path}: file not found")
-        try:
-            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise TokenizerError(f"{vocab_file}: not a JSON vocabulary ({err})") from err
+        vocab = read_json(vocab_file, TokenizerError, context="not a JSON vocabulary")
         if not isinstance(vocab, dict):
             raise TokenizerError(f"{vocab_file}: expected a JSON object token -> id")
         merges = _read_merges(merges_file)

@@ -27,6 +27,7 @@ from alert_jax.model.tensor_files import (
     read_torch_zip,
     write_safetensors,
 )
+from alert_jax.untrusted_json import read_json
 
 ParamPath = tuple[str, ...]
 
@@ -85,12 +86,7 @@ _HF_CONFIG_FIELDS = [f.name for f in dataclasses.fields(OPTConfig)]
 
 
 def config_from_hf(path: Path) -> OPTConfig:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise CheckpointFormatError(f"{path}: cannot read config ({type(exc).__name__}: {exc!s:.100})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointFormatError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    raw = read_json(path, CheckpointFormatError, context="cannot read config", expect=dict)
     if raw.get("model_type") != "opt":
         raise CheckpointFormatError(f"{path}: key model_type is {raw.get('model_type')!r}, expected 'opt'")
     values = {k: raw[k] for k in _HF_CONFIG_FIELDS if k in raw and raw[k] is not None}
@@ -144,10 +140,7 @@ def _index_shards(index: Path) -> list[Path]:
     An index is untrusted: `../`, an absolute path or a symlink pointing out of the directory would read
     (and report on) arbitrary files, so it is refused with the offending name.
     """
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise CheckpointFormatError(f"{index}: not a shard index ({type(exc).__name__}: {exc!s:.100})") from None
+    weight_map = read_json(index, CheckpointFormatError, context="not a shard index", expect=dict).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointFormatError(f"{index}: key weight_map must map tensor names to file names")
     root = index.parent.resolve()

@@ -33,6 +33,7 @@ from alert_jax.parallel.mesh import is_main_process, make_mesh
 from alert_jax.parallel.rules import (
     DEFAULT_RULES, LogicalRules, logical_sharding, param_shardings, sharded_init, unbox,
 )
+from alert_jax.untrusted_json import read_json
 from alert_jax.workdir import RunDir
 
 MODEL_MANIFEST = "alert_jax_model.json"
@@ -230,10 +231,10 @@ def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
 
 def read_manifest(directory: Path) -> OPTConfig:
     path = directory / MODEL_MANIFEST
+    values = read_json(path, ModelSourceError, context="unreadable model manifest", expect=dict)
     try:
-        values = json.loads(path.read_text())
         return OPTConfig(**values)
-    except (OSError, ValueError, TypeError, RecursionError) as exc:
+    except (TypeError, ValueError) as exc:
         raise ModelSourceError(f"{path}: unreadable model manifest ({type(exc).__name__}: {exc!s:.100})") from None
 
 

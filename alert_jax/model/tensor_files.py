@@ -21,6 +21,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import pickle
 import struct
 import zipfile
@@ -32,6 +33,7 @@ import ml_dtypes
 import numpy as np
 
 from alert_jax.errors import AlertJaxError
+from alert_jax.untrusted_json import os_errors_as, parse_json
 
 SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -65,18 +67,15 @@ class TensorRef:
 def _safetensors_header(path: Path) -> tuple[dict, int]:
     """The header (`__metadata__` dropped) and where the data starts, checked against the file's length first:
     a lying header length must not make us allocate or read gigabytes."""
-    file_size = path.stat().st_size
-    with open(path, "rb") as f:
+    with os_errors_as(CheckpointFormatError, path), open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
         raw = f.read(8)
         if len(raw) != 8:
             raise CheckpointFormatError(f"{path}: too short to be a safetensors file")
         (size,) = struct.unpack("<Q", raw)
         if size > file_size - 8:
             raise CheckpointFormatError(f"{path}: header length {size} exceeds the file's {file_size - 8} bytes")
-        try:
-            header = json.loads(f.read(size))
-        except (ValueError, RecursionError) as exc:
-            raise CheckpointFormatError(f"{path}: corrupt safetensors header ({type(exc).__name__})") from None
+        header = parse_json(f.read(size), path, CheckpointFormatError, context="corrupt safetensors header")
     if not isinstance(header, dict):
         raise CheckpointFormatError(f"{path}: safetensors header is a {type(header).__name__}, not a mapping")
     header.pop("__metadata__", None)

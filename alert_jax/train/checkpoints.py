@@ -20,6 +20,7 @@ from alert_jax.atomic import replace_dir
 from alert_jax.errors import AlertJaxError
 from alert_jax.parallel.mesh import run_on_main
 from alert_jax.train.metrics_log import strict_record
+from alert_jax.untrusted_json import read_json
 from alert_jax.workdir import RunDir
 
 
@@ -84,20 +85,18 @@ def best_record(workdir: Path) -> Optional[dict]:
     path = RunDir(workdir).best_record
     if not path.exists():
         return None
-    try:
-        record = json.loads(path.read_text())
-        problem = _record_problem(record)
-    except (OSError, ValueError, RecursionError) as exc:
-        problem = type(exc).__name__
+    record = read_json(path, _corrupt_record, context="unreadable best-model record", expect=dict)
+    problem = _record_problem(record)
     if problem:
-        raise CorruptCheckpointError(f"{path}: unreadable best-model record ({problem}); delete best/ to select a "
-                                     "new best")
+        raise _corrupt_record(f"{path}: unreadable best-model record: {problem}")
     return {k: v for k, v in record.items() if v is not None}
 
 
-def _record_problem(record: Any) -> Optional[str]:
-    if not isinstance(record, dict):
-        return f"a {type(record).__name__}, not an object"
+def _corrupt_record(message: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{message}; delete best/ to select a new best")
+
+
+def _record_problem(record: dict) -> Optional[str]:
     if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
         return "no integer step"
     for key, value in record.items():
