@@ -49,6 +49,7 @@ from alert_jax.workdir import RunDir
 
 if TYPE_CHECKING:
     from alert_jax.data.tokenizer import Tokenizer
+    from alert_jax.generation import GenerationStats
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ def _generate_into(path: Path, todo: Sequence[WorkItem], system: System, source:
             _log_throughput(stats, time.perf_counter() - start, cfg.max_new_tokens)
 
 
-def _log_throughput(stats: "GenerationStats", seconds: float, max_new_tokens: int) -> None:
+def _log_throughput(stats: GenerationStats, seconds: float, max_new_tokens: int) -> None:
     """Throughput so far (compiles included): prompts/s, generated tokens/s, and how early batches stopped."""
     logger.info("evaluate throughput: %d prompts in %.1f s = %.2f prompts/s, %.1f generated tokens/s; "
                 "%d batches took %d decode steps of at most %d", stats.prompts, seconds, stats.prompts / seconds,

@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 
 from alert_jax.config import AlignmentConfig, DataConfig, ExperimentConfig
 from alert_jax.data.example import Example, Task

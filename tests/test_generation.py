@@ -18,7 +18,7 @@ from alert_jax.generation import (
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from tests.hf_reference import VOCAB, left_padded_batch, tiny_hf_opt
+from tests.hf_reference import left_padded_batch, tiny_hf_opt
 
 PAD, BOS = 1, 2
 NEW = 12

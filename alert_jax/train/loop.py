@@ -14,7 +14,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp

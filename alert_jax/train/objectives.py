@@ -28,7 +28,7 @@ Which of these details are the paper's and which are ours: README, "Alignment fi
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
