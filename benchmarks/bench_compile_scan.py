@@ -23,7 +23,7 @@ from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
 from alert_jax.model.presets import get_preset
 from alert_jax.train.optim import make_optimizer
 from alert_jax.train.step import TrainState, make_train_step
-from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
+from results import LoadAverage, cpu_model, publish  # noqa: E402  (benchmarks/results.py)
 
 
 def compile_train_step(preset: str, runtime: RuntimeOptions, batch: int, seq: int) -> dict[str, float]:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--remat", default="full")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     results = {}
     for scan in (False, True):
         results[scan] = compile_train_step(args.preset, RuntimeOptions(remat=args.remat, scan_layers=scan),
@@ -60,7 +60,7 @@ def main() -> None:
         f"## Train-step compile time, unrolled vs scanned layers ({datetime.date.today().isoformat()})",
         "",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}, jax {jax.__version__}; "
-        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machine)",
+        f"{load.text()} (shared machine)",
         f"- {args.preset}, fp32, remat={args.remat!r}, batch {args.batch} x {args.seq}; ahead-of-time "
         "`jit(train_step).lower(abstract state, batch).compile()` on one CPU device",
         "",
