@@ -11,10 +11,10 @@ its micro-batch) on random packed rows, laid out exactly as `alert-jax plan` com
 token (6N + 12·L·H·T, alert_jax/plan.py) × tokens/s / (devices × the chip's dense bf16 peak from
 `alert_jax.plan.HARDWARE`). Target on H100: MFU ≥ 50%.
 
-Decode: greedy `generate` at batch 1 (and the experiment's eval batch); decode time = time(prompt + N new tokens)
-− time(prompt + 1 new token). The bound: a decode step must read every parameter (as stored: fp32 unless
-`--set model.param_dtype=bfloat16`) and the KV cache once, so tokens/s ≤ batch × devices × HBM bandwidth /
-(param bytes + KV bytes). Target on H100: batch-1 decode ≥ 60% of that bound.
+Decode: greedy `generate` at batch 1 (and the experiment's eval batch); decode time = (time(prompt + N new tokens)
+− time(prompt + 1 new token)) / (N − 1). The bound: a decode step must read every parameter (as stored: fp32 unless
+`--set model.param_dtype=bfloat16`) and the whole KV cache it allocated once (decode_step.py), so tokens/s ≤
+batch × devices × HBM bandwidth / (param bytes + KV bytes). Target on H100: batch-1 decode ≥ 60% of that bound.
 """
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from alert_jax.config import ExperimentConfig, load_config
-from alert_jax.generation import generate
 from alert_jax.model.model import Model
 from alert_jax.parallel.mesh import devices_for, make_mesh
 from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
 from alert_jax.plan import HARDWARE, Hardware, abstract_params, analytic_flops_per_token, train_program
+from decode_step import decode_step_bytes, decode_step_seconds  # benchmarks/decode_step.py
 from results import publish  # benchmarks/results.py
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,23 +101,9 @@ def bench_train(cfg: ExperimentConfig, mesh, steps: int) -> dict[str, float]:
 def bench_decode(cfg: ExperimentConfig, mesh, batch: int, prompt: int, new_tokens: int) -> dict[str, float]:
     module, abstract = abstract_params(cfg, mesh, cfg.eval.dtype)
     model = Model(module.cfg, materialise(abstract), module.rt)
-    ids = np.random.default_rng(1).integers(3, module.cfg.vocab_size, (batch, prompt), dtype=np.int32)
-    mask = np.ones_like(ids)
-
-    def timed(n: int) -> float:
-        generate(model, ids, mask, max_new_tokens=n)  # compile (and warm) this bucket
-        start = time.perf_counter()
-        generate(model, ids, mask, max_new_tokens=n)
-        return time.perf_counter() - start
-
-    short, long = timed(1), timed(new_tokens)
-    decode_s = max(long - short, 1e-9) / (new_tokens - 1)
-    param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-    arch = module.cfg
-    kv_bytes = 2 * arch.num_hidden_layers * batch * (prompt + new_tokens) * arch.hidden_size \
-        * jnp.dtype(module.rt.dtype).itemsize
+    decode_s = decode_step_seconds(model, batch, prompt, short=1, long=new_tokens, repeats=1)
     return {"batch": batch, "decode_s": decode_s, "tokens_per_s": batch / decode_s,
-            "bytes_per_step": param_bytes + kv_bytes}
+            "bytes_per_step": decode_step_bytes(model, batch, prompt, new_tokens)}
 
 
 def main() -> None:

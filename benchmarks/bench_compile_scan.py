@@ -19,7 +19,7 @@ import jax
 from alert_jax.config import load_config
 from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
 from alert_jax.plan import simulated_mesh, train_program
-from results import cpu_model, publish  # noqa: E402  (benchmarks/results.py)
+from results import LoadAverage, cpu_model, publish  # noqa: E402  (benchmarks/results.py)
 
 
 def compile_train_step(preset: str, remat: str, scan_layers: bool, batch: int, seq: int) -> dict[str, float]:
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--remat", default="full")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     results = {}
     for scan in (False, True):
         results[scan] = compile_train_step(args.preset, args.remat, scan, args.batch, args.seq)
@@ -56,7 +56,7 @@ def main() -> None:
         f"## Train-step compile time, unrolled vs scanned layers ({datetime.date.today().isoformat()})",
         "",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}, jax {jax.__version__}; "
-        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (shared machine)",
+        f"{load.text()} (shared machine)",
         f"- {args.preset}, fp32, remat={args.remat!r}, batch {args.batch} x {args.seq}; ahead-of-time "
         "`jit(train_step).lower(abstract state, batch).compile()` on one CPU device",
         "",

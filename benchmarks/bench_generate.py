@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from results import cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
+from results import LoadAverage, cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
+from timing import interleaved_rounds  # noqa: E402  (benchmarks/timing.py)
 
 SHAPES = {
     "125m": {"vocab": 50272, "hidden": 768, "heads": 12},
@@ -130,21 +130,6 @@ def keras_hub_runner(model, new: int) -> dict[str, Runner]:
     return {"keras-hub OPT (JAX)": run}
 
 
-def interleaved_medians(runners: dict[str, Runner], ids, mask, repeats: int) -> dict[str, tuple[float, float, np.ndarray]]:
-    """(first-call seconds, median seconds, tokens) per system; rounds alternate between the systems."""
-    first, outputs, times = {}, {}, {name: [] for name in runners}
-    for name, run in runners.items():
-        start = time.perf_counter()
-        outputs[name] = run(ids, mask)
-        first[name] = time.perf_counter() - start
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            outputs[name] = run(ids, mask)
-            times[name].append(time.perf_counter() - start)
-    return {name: (first[name], statistics.median(times[name]), outputs[name]) for name in runners}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="125m")
@@ -184,9 +169,9 @@ def main() -> None:
     runners = {k: v for k, v in runners.items() if k == "alert_jax fp32" or not wanted or any(w in k for w in wanted)}
     for batch in map(int, args.batches.split(",")):
         ids, mask = left_padded_prompts(batch, args.prompt_len, config.vocab_size)
-        load_before = os.getloadavg()[0]
-        timed = interleaved_medians(runners, ids, mask, args.repeats)
-        load_after = os.getloadavg()[0]
+        load = LoadAverage()
+        timed = interleaved_rounds({name: functools.partial(run, ids, mask) for name, run in runners.items()},
+                                   args.repeats)
         ours = timed["alert_jax fp32"]
         lines = [
             f"## Greedy generation, batch {batch}, {args.new_tokens} new tokens: alert_jax and peers "
@@ -198,16 +183,17 @@ def main() -> None:
             f"- model: random OPT, {args.shape} widths, {args.layers} layers (hidden {config.hidden_size}, ffn "
             f"{config.ffn_dim}, vocab {config.vocab_size}); prompts {args.prompt_len // 2}..{args.prompt_len} tokens, "
             f"left padded; greedy, no early stop; median of {args.repeats} interleaved rounds",
-            f"- 1-minute load average before/after: {load_before:.1f}/{load_after:.1f} on {threads} cores",
+            f"- {load.text()} on {threads} cores",
             *([f"- not run: {'; '.join(skipped)}"] if skipped else []),
             "",
             "| system | first call s | median s | new tokens/s | speed ÷ alert_jax fp32 | tokens = alert_jax fp32 |",
             "|---|---|---|---|---|---|",
         ]
         for name, (first_s, median_s, tokens) in timed.items():
-            agree = float((tokens[:, :args.new_tokens] == ours[2]).mean()) if tokens.shape == ours[2].shape else 0.0
+            same_shape = tokens.shape == ours.output.shape
+            agree = float((tokens[:, :args.new_tokens] == ours.output).mean()) if same_shape else 0.0
             lines.append(f"| {name} | {first_s:.2f} | {median_s:.3f} | {batch * args.new_tokens / median_s:.1f} | "
-                         f"{ours[1] / median_s:.2f}× | {agree:.1%} |")
+                         f"{ours.median_s / median_s:.2f}× | {agree:.1%} |")
         lines.append("")
         publish(lines, args.no_write)
 

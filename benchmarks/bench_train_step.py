@@ -30,11 +30,7 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import tempfile
-import time
-from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +44,8 @@ from alert_jax.config import OptimConfig
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions
 from alert_jax.train.optim import make_optimizer
 from alert_jax.train.step import TrainState, make_train_step
-from results import cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
+from results import LoadAverage, cpu_model, package_version, publish  # noqa: E402  (benchmarks/results.py)
+from timing import interleaved_rounds  # noqa: E402  (benchmarks/timing.py)
 
 OPTIM = OptimConfig(learning_rate=1e-5, warmup_steps=0, end_lr_ratio=1.0, weight_decay=0.1, beta1=0.9, beta2=0.95,
                     eps=1e-8, clip_norm=1.0)
@@ -69,17 +66,6 @@ def dense_lm_batch(ids: np.ndarray) -> dict[str, jax.Array]:
         "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
         "loss_weights": jnp.asarray(weights),
     }
-
-
-def time_steps(fns: list[Callable[[], None]], steps: int) -> list[list[float]]:
-    """Seconds per call of each function, calling them in turn: a shared, busy machine slows both sides alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(steps):
-        for fn, record in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return times
 
 
 def keras_hub_trainer(hf_model):
@@ -147,7 +133,7 @@ def main() -> None:
             keras_lm, keras_note = keras_hub_trainer(hf_model), ""
         except ImportError as error:  # not installed, or a dependency of it is missing
             keras_note = f"not run ({str(error).split('. ')[0]})"
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     rows = []
     for batch_size, seq in shapes:
         ids = np.random.RandomState(0).randint(4, config.vocab_size, (batch_size, seq)).astype(np.int64)
@@ -174,23 +160,21 @@ def main() -> None:
             losses["keras"].append(float(keras_lm.train_on_batch(keras_inputs, keras_targets,
                                                                  sample_weight=keras_weights)))
 
-        start = time.perf_counter()
-        ours()
-        compile_s = time.perf_counter() - start
-        sides = [ours] if args.skip_torch else [ours, theirs] + ([keras_side] if keras_lm is not None else [])
-        for side in sides[1:]:
-            side()  # warm-up (allocates AdamW state; keras compiles)
-        times = [statistics.median(t) for t in time_steps(sides, args.steps)] + [float("nan")] * (3 - len(sides))
+        sides = {"ours": ours, **({} if args.skip_torch else {"torch": theirs}),
+                 **({"keras": keras_side} if keras_lm is not None else {})}
+        # first calls: ours compiles; torch allocates its AdamW state; keras compiles
+        timed = interleaved_rounds(sides, args.steps)
+        compile_s = timed["ours"].first_s
+        median = lambda name: timed[name].median_s if name in timed else float("nan")
         first = lambda name: losses[name][0] if losses[name] else float("nan")
         row = {"shape": f"{batch_size}x{seq}", "tokens": batch_size * seq, "compile_s": compile_s,
-               "ours_s": times[0], "torch_s": times[1], "keras_s": times[2],
+               "ours_s": median("ours"), "torch_s": median("torch"), "keras_s": median("keras"),
                "loss0": (first("ours"), first("torch"), first("keras"))}
         rows.append(row)
         print(f"{row['shape']}: alert_jax {row['ours_s']:.3f}s/step (first call {compile_s:.1f}s), torch "
               f"{row['torch_s']:.3f}s/step, keras-hub {row['keras_s']:.3f}s/step; torch/ours "
               f"{row['torch_s'] / row['ours_s']:.2f}x, keras-hub/ours {row['keras_s'] / row['ours_s']:.2f}x",
               flush=True)
-    load_after = os.getloadavg()[0]
 
     lines = [
         f"## Training step on CPU by sequence length: alert_jax vs PyTorch and keras-hub "
@@ -199,8 +183,7 @@ def main() -> None:
         f"- machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, jax {jax.__version__}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}, keras-hub {package_version('keras-hub')}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}; {malloc_note}; "
-        f"1-min load average {load_before:.1f} before, "
-        f"{load_after:.1f} after (a shared machine: ratios are more trustworthy than absolute times)",
+        f"{load.text()} (a shared machine: ratios are more trustworthy than absolute times)",
         f"- model: random OPT, opt-125m shape with {args.layers} layers (hidden 768, 12 heads, ffn 3072, "
         f"vocab 50272), float32 params, activations and AdamW state; alert_jax attention={args.attention!r}, "
         f"remat={args.remat!r}, scan_layers={args.scan_layers}",

@@ -1,7 +1,8 @@
-"""What every benchmark shares: a description of the machine and appending a section to RESULTS.md."""
+"""What every benchmark shares: a description of the machine (and its load) and appending a section to RESULTS.md."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,21 @@ def package_version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+class LoadAverage:
+    """The machine's 1-minute load average when a measurement starts, to report beside the one when it ends.
+
+    The benchmarks run on shared machines: a load that was high, or rose, during a run says how far its absolute
+    times can be trusted.
+    """
+
+    def __init__(self) -> None:
+        self.before = os.getloadavg()[0]
+
+    def text(self) -> str:
+        """`1-min load average X before, Y after`, with Y read now (at the end of the measurement)."""
+        return f"1-min load average {self.before:.1f} before, {os.getloadavg()[0]:.1f} after"
 
 
 def publish(lines: Sequence[str], no_write: bool) -> None:
