@@ -96,13 +96,30 @@ class _Sampling(NamedTuple):
 
 
 def _nucleus_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
-    """Keep the smallest set of most likely tokens whose probability reaches `top_p` (always the top one)."""
+    """Keep the smallest set of most likely tokens whose probability reaches `top_p` (always the top one; tokens
+    tied with the least likely kept one are kept too).
+
+    Without sorting the vocabulary: the kept tokens are those with probability ≥ t, where t is the smallest
+    probability whose strictly more likely mass is below `top_p`. Non-negative float32s order as their int32 bit
+    patterns, so t is found exactly by bisecting the bits — `_PROBABILITY_BISECTIONS` masked sums over [B, V].
+    A sort of [B, 50272] took 12.7 ms per step at batch 1 and 103 ms at batch 8 on XLA:CPU, more than the
+    decode step itself.
+    """
     probs = jax.nn.softmax(logits, axis=-1)
-    sorted_probs = jnp.sort(probs, axis=-1)[:, ::-1]
-    before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
-    kept = before < top_p
-    threshold = jnp.min(jnp.where(kept, sorted_probs, jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(probs >= threshold, logits, -jnp.inf)
+    bits = jax.lax.bitcast_convert_type(probs, jnp.int32)
+
+    def halve(_, bounds):
+        too_low, threshold = bounds  # mass above `threshold` < top_p ≤ mass above `too_low` (or too_low = -1)
+        middle = too_low + (threshold - too_low) // 2
+        fits = jnp.sum(jnp.where(bits > middle, probs, 0.0), axis=-1, keepdims=True) < top_p
+        return jnp.where(fits, too_low, middle), jnp.where(fits, middle, threshold)
+
+    start = (jnp.full(probs.shape[:-1] + (1,), -1, jnp.int32), jnp.max(bits, axis=-1, keepdims=True))
+    _, threshold = jax.lax.fori_loop(0, _PROBABILITY_BISECTIONS, halve, start)
+    return jnp.where(bits >= threshold, logits, -jnp.inf)
+
+
+_PROBABILITY_BISECTIONS = (int(np.float32(1.0).view(np.int32)) + 1).bit_length()  # bit patterns of [0, 1]: 30
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
@@ -126,7 +143,7 @@ def _choose(logits: jax.Array, step: jax.Array, sampling: _Sampling, mode: str) 
     if mode == _SAMPLE_TOP_P:
         scaled = _nucleus_filter(scaled, sampling.top_p)
     key = jax.random.fold_in(sampling.key, step)
-    return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+    return first_argmax(scaled + jax.random.gumbel(key, scaled.shape, scaled.dtype))  # Gumbel-max: a softmax draw
 
 
 def _emit(state: _State, sampling: _Sampling, mode: str, pad_id: int) -> _State:

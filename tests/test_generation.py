@@ -12,7 +12,7 @@ import pytest
 
 import alert_jax
 from alert_jax.generation import (
-    GenerationError, GenerationStats, _decode_program, _nucleus_filter, _prefill_program, _Sampling, bucket_length,
+    GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling, bucket_length,
     first_argmax, generate, generate_text,
 )
 
@@ -167,6 +167,66 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     assert kept(0.5) == [False, True, False, False]  # 0.5 alone reaches 0.5
     assert kept(0.81) == [False, True, True, True]
     assert kept(1.0) == [True, True, True, True]
+
+
+def _sorted_nucleus(logits: np.ndarray, top_p: float) -> tuple[np.ndarray, float]:
+    """The nucleus by its definition, in float64: sort, keep while the mass before a token is below top_p, then
+    every token at least as likely as the last kept one. Also the closest that mass comes to top_p."""
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    ordered = np.sort(probs)[::-1]
+    before = np.cumsum(ordered) - ordered
+    return probs >= ordered[before < top_p].min(), np.abs(before - top_p).min()
+
+
+def test_nucleus_filter_equals_the_sorted_definition():
+    """Peaked and flat rows, a vocabulary of OPT's size, several top_p; the bisection never sorts but must keep
+    exactly the sorted definition's set. A row whose sorted mass comes within 1e-6 of top_p (float32 summation
+    error) could go either way, and is not compared."""
+    rng = np.random.RandomState(0)
+    logits = rng.randn(6, 50272).astype(np.float32) * np.array([[0.3], [1.0], [2.0], [4.0], [8.0], [16.0]], np.float32)
+    compared = 0
+    for top_p in (0.05, 0.3, 0.5, 0.9, 0.99):
+        got = np.isfinite(np.asarray(_nucleus_filter(jnp.asarray(logits), np.float32(top_p))))
+        for row in range(len(logits)):
+            want, margin = _sorted_nucleus(logits[row].astype(np.float64), top_p)
+            if margin > 1e-6:
+                np.testing.assert_array_equal(got[row], want, err_msg=f"row {row}, top_p {top_p}")
+                compared += 1
+        kept = got.sum(axis=1)
+        assert kept.min() >= 1 and (kept < logits.shape[1]).any()
+    assert compared >= 24  # of 30
+
+
+def test_nucleus_keeps_every_token_tied_with_the_last_one_kept():
+    logits = np.log(np.array([[0.125, 0.25, 0.125, 0.25, 0.125, 0.125]], np.float32))
+    kept = lambda p: np.isfinite(np.asarray(_nucleus_filter(logits, np.float32(p))))[0].tolist()  # noqa: E731
+    assert kept(0.2) == [False, True, False, True, False, False]  # one 0.25 reaches it; its twin is tied
+    assert kept(0.6) == [True] * 6  # 0.5 + one 0.125 reaches it; the other three 0.125s are tied
+    for p in (0.2, 0.4, 0.6, 0.7):
+        assert kept(p) == _sorted_nucleus(logits[0].astype(np.float64), p)[0].tolist()
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.75])
+def test_sampled_tokens_follow_the_tempered_softmax(top_p):
+    """20 000 draws of one row: each token's frequency within 5 standard errors of softmax(logits / T), renormalised
+    over the nucleus; tokens outside it never drawn. Successive steps draw independently."""
+    logits = np.tile(np.array([[2.0, 1.0, 0.5, 0.0, -1.0]], np.float32), (20_000, 1))
+    temperature = 1.5
+    mode = "sample" if top_p == 1.0 else "sample_top_p"
+    sampling = _Sampling(jnp.zeros(5, bool), jnp.float32(temperature), jnp.float32(top_p), jax.random.PRNGKey(7))
+    choose = jax.jit(lambda x, step: _choose(x, step, sampling, mode))
+    tokens = np.asarray(choose(jnp.asarray(logits), jnp.int32(0)))
+    probs = np.exp(logits[0] / temperature) / np.exp(logits[0] / temperature).sum()
+    if top_p < 1:
+        probs *= _sorted_nucleus(logits[0].astype(np.float64) / temperature, top_p)[0]
+        probs /= probs.sum()
+    frequencies = np.bincount(tokens, minlength=5) / len(tokens)
+    error = np.sqrt(probs * (1 - probs) / len(tokens))
+    assert (np.abs(frequencies - probs) <= 5 * error + 1e-12).all(), (frequencies, probs)
+    assert (frequencies[probs == 0] == 0).all() and (probs == 0).any() == (top_p < 1)
+    following = np.asarray(choose(jnp.asarray(logits), jnp.int32(1)))
+    assert 0.2 < (following == tokens).mean() < 0.5  # Σp² ≈ 0.3 for independent draws
 
 
 def test_stop_string_pads_after_the_token_that_completes_it(post_ln):
