@@ -77,7 +77,7 @@ class GenerationStats:
 class _State(NamedTuple):
     """Everything the decode loop carries; `step` = tokens generated so far (the next one goes to `tokens[:, step]`)."""
 
-    caches: tuple[LayerCache, ...]
+    caches: tuple[LayerCache, ...] | LayerCache  # per layer, or stacked for scan_layers
     logits: jax.Array  # [B, vocab] float32: the distribution of the next token, tokens[:, step]
     tokens: jax.Array  # [B, new_slots] int32, pad where not generated
     step: jax.Array  # [] int32
@@ -171,7 +171,7 @@ def _prefill_program(module: OPTForCausalLM):
         variables = {"params": params}
         hidden, caches = module.apply(variables, input_ids, segment_ids=segments,
                                       positions=positions_from_mask(segments != 0),
-                                      caches=init_cache(module.cfg, batch, slots, module.rt.dtype),
+                                      caches=init_cache(module.cfg, batch, slots, module.rt.dtype, module.rt.scan_layers),
                                       cache_index=jnp.int32(0), kv_segments=kv_segments, return_hidden=True)
         # Left padding puts every row's last real token in the last column: the only logits prefill needs.
         logits = module.apply(variables, hidden[:, -1:], method=OPTForCausalLM.logits_from_hidden)[:, 0]
@@ -271,13 +271,15 @@ def _stop_string_end(tokens: np.ndarray, start: int, stop_strings: Sequence[str]
 
 def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
-             tokenizer: Optional["Tokenizer"] = None, stats: Optional[GenerationStats] = None) -> np.ndarray:
+             tokenizer: Optional["Tokenizer"] = None, stats: Optional[GenerationStats] = None,
+             real_rows: Optional[int] = None) -> np.ndarray:
     """New tokens [B, max_new_tokens] for a LEFT-padded batch; `config.pad_token_id` after a row stops.
 
     `temperature=0` is greedy (argmax); otherwise tokens are sampled from softmax(logits / temperature),
     restricted to the nucleus `top_p`, with `jax.random` keyed by `seed` (deterministic). A row stops after
     emitting one of `stop_token_ids` (kept) or once its generated text contains one of `stop_strings` (the
-    completing token is kept; this needs `tokenizer.decode`). `stats` (optional) counts the batch's work.
+    completing token is kept; this needs `tokenizer.decode`). `stats` (optional) counts the batch's work: the
+    prompts and tokens of its first `real_rows` rows (all by default), the rest only filling up the batch.
     """
     mode = _sampling_mode(temperature, top_p)
     if stop_strings and tokenizer is None:
@@ -286,6 +288,8 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     if any(not 0 <= t < vocab for t in stop_token_ids):
         raise GenerationError(f"stop_token_ids {list(stop_token_ids)} must be in [0, {vocab})")
     ids, mask = _validated_prompt(model, input_ids, attention_mask, max_new_tokens)
+    if real_rows is not None and not 0 < real_rows <= len(ids):
+        raise GenerationError(f"real_rows must be in [1, {len(ids)}] (the batch's rows), got {real_rows}")
     stop_table = np.zeros((vocab,), bool)
     stop_table[list(stop_token_ids)] = True
     sampling = _Sampling(jnp.asarray(stop_table), jnp.float32(max(temperature, 1e-30)), jnp.float32(top_p),
@@ -305,8 +309,9 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     if stats is not None:
         stats.batches += 1
         stats.decode_steps += steps
-        stats.prompts += len(tokens)
-        stats.new_tokens += int(_generated_lengths(tokens, pad_id=model.config.pad_token_id).sum())
+        counted = tokens[:real_rows]
+        stats.prompts += len(counted)
+        stats.new_tokens += int(_generated_lengths(counted, pad_id=model.config.pad_token_id).sum())
     return tokens
 
 
@@ -393,10 +398,7 @@ def generate_text(model: Model, tokenizer: "Tokenizer", prompts: Sequence[str], 
         mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
         new = generate(model, ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                        seed=seed + start, stop_token_ids=(tokenizer.eos_id,), stop_strings=stop_strings,
-                       tokenizer=tokenizer, stats=stats)
-        if stats is not None:  # the rows that fill up a last batch are not prompts: uncount them
-            stats.prompts -= batch_size - len(members)
-            stats.new_tokens -= int(_generated_lengths(new[len(members):], model.config.pad_token_id).sum())
+                       tokenizer=tokenizer, stats=stats, real_rows=len(members))
         for i, tokens in zip(members, new):
             texts[i] = _cut_at_stop_strings(tokenizer.decode(tokens.tolist()), stop_strings)
     return texts

@@ -2,6 +2,7 @@
 and compile bucketing (docs/contracts.md, "Numerics": greedy generation equals HF's greedy output)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
@@ -15,6 +16,7 @@ from alert_jax.generation import (
     GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling, bucket_length,
     first_argmax, generate, generate_text,
 )
+from alert_jax.model.layout import to_layout
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -101,20 +103,39 @@ def test_kv_cache_equals_recomputing_full_logits_each_step(models):
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), np.stack(expected, axis=1))
 
 
+def _scanned(model):
+    """The same model run with its decoder layers under nn.scan (params stacked)."""
+    return dataclasses.replace(model, params=to_layout(model.params, scan_layers=True),
+                               runtime=dataclasses.replace(model.runtime, scan_layers=True))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch):
+def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch, scan_layers):
     """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
     gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
-    each cache update twice, once per layout)."""
+    each cache update twice, once per layout). A scanned decoder that scanned over a per-layer cache (in → out)
+    copied each layer's cache twice and the whole stacked cache three times per step."""
     _, model = post_ln
+    model = _scanned(model) if scan_layers else model
     ids = np.full((batch, 8), 5, np.int32)
     state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
     sampling = _Sampling(jnp.zeros((model.config.vocab_size,), bool), jnp.float32(1.0), jnp.float32(1.0),
                          jax.random.PRNGKey(0))
     hlo = _decode_program(model.module, "greedy").lower(model.params, state, jnp.int32(NEW), sampling).compile()
-    cache_shape = ",".join(map(str, state.caches[0].key.shape))
+    layer_shape = jax.tree.leaves(state.caches)[0].shape[-3:]  # [B·H, slots, D], stacked or not
     copies = re.findall(r"= f32\[([0-9,]+)\]\S* copy\(", hlo.as_text())
-    assert copies.count(cache_shape) == 0, copies
+    assert [c for c in copies if tuple(map(int, c.split(",")))[-3:] == layer_shape] == [], copies
+
+
+def test_the_scanned_model_generates_what_the_unrolled_one_does(post_ln):
+    _, model = post_ln
+    ids, mask = left_padded_batch()
+    greedy = generate(model, ids, mask, max_new_tokens=NEW)
+    stop = int(greedy[0, 2])
+    for kwargs in ({}, {"stop_token_ids": (stop,)}, {"temperature": 0.8, "top_p": 0.9, "seed": 3}):
+        np.testing.assert_array_equal(generate(_scanned(model), ids, mask, max_new_tokens=NEW, **kwargs),
+                                      generate(model, ids, mask, max_new_tokens=NEW, **kwargs))
 
 
 def test_extra_left_padding_does_not_change_the_output(post_ln):
@@ -283,6 +304,26 @@ def test_grouping_by_length_changes_no_output_and_counts_only_real_prompts(post_
     alone = [generate_text(model, tok, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
     assert grouped == alone
     assert stats.prompts == len(prompts) and stats.batches == 3
+
+
+def test_stats_count_each_real_prompt_and_its_tokens_once(post_ln):
+    """5 prompts in batches of 2: the row that fills up the last batch generates tokens too, uncounted."""
+    _, model = post_ln
+    tok = CharTokenizer()
+    prompts = ["a" * 3, "b" * 30, "cc " * 5, "d" * 31, "e" * 2]
+    alone = GenerationStats()
+    for prompt in prompts:
+        generate_text(model, tok, [prompt], max_new_tokens=6, batch_size=1, stats=alone)
+    grouped = GenerationStats()
+    generate_text(model, tok, prompts, max_new_tokens=6, batch_size=2, stats=grouped)
+    assert alone.new_tokens > len(prompts)
+    assert (grouped.prompts, grouped.new_tokens, grouped.batches) == (len(prompts), alone.new_tokens, 3)
+    ids, mask = left_padded_batch()
+    direct = GenerationStats()
+    generate(model, ids, mask, max_new_tokens=NEW, stats=direct, real_rows=2)  # no stop token: NEW tokens a row
+    assert (direct.prompts, direct.new_tokens, direct.batches) == (2, 2 * NEW, 1)
+    with pytest.raises(GenerationError, match="real_rows"):
+        generate(model, ids, mask, max_new_tokens=NEW, real_rows=len(ids) + 1)
 
 
 def test_prompt_lengths_in_one_bucket_share_a_compile(post_ln, caplog):

@@ -121,3 +121,46 @@ def test_whole_objectives_on_a_packed_batch_match_hand_values(objective):
                 "dpo": math.log(1 + math.exp(-0.5 * ((-3.0 + 4.0) - (-2.0 + 1.0))))}[objective]
     assert float(loss) == pytest.approx(expected, rel=1e-6)
     assert float(metrics["pair_accuracy"]) == 0.0  # the wrong sample outscores the right one
+
+
+def _random_alignment_batch(rows=3, length=64, slots=6, seed=0):
+    """Rows of several segments with padding (segment 0) at the end, empty slots (group 0, some labelled 1),
+    a slot whose segment has no tokens, and several questions per row."""
+    rng = np.random.default_rng(seed)
+    segment_ids = np.sort(rng.integers(1, slots, (rows, length)), axis=1)  # the last slot has no tokens
+    segment_ids[:, -8:] = 0
+    return {"segment_ids": jnp.asarray(segment_ids, jnp.int32),
+            "loss_weights": jnp.asarray((rng.random((rows, length)) < 0.6) & (segment_ids > 0), jnp.float32),
+            "sample_group": jnp.asarray(rng.integers(0, 3, (rows, slots)), jnp.int32),
+            "sample_label": jnp.asarray(rng.integers(0, 2, (rows, slots)), jnp.float32),
+            "ref_logp": jnp.asarray(rng.normal(size=(rows, slots)), jnp.float32)}
+
+
+def _reference_ranked_loss(objective, cfg, nll, batch):
+    """The objective as first written: the positives' token weights from a [B, T, S] one-hot of its own."""
+    segments = obj.segment_log_probs(-nll, batch, batch["sample_group"].shape[-1])
+    positive = (batch["sample_label"] > 0) & (batch["sample_group"] > 0)
+    slots = jnp.arange(1, positive.shape[-1] + 1)
+    token_positive = (batch["segment_ids"][..., None] == slots) & positive[:, None, :]
+    weights = batch["loss_weights"] * token_positive.any(-1)
+    token_loss = (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+    rank_sum, units = obj.ranking_loss(objective, cfg, segments, batch)
+    rank = rank_sum / jnp.maximum(units, 1.0)
+    if objective == "dpo":
+        return rank
+    return token_loss + cfg.alignment_weight * rank
+
+
+@pytest.mark.parametrize("objective,constraint", [("aft", "none"), ("aft", "dc"), ("aft", "bc"),
+                                                  ("rrhf", "none"), ("dpo", "none")])
+def test_ranked_objectives_match_the_per_token_formulation_in_value_and_gradient(objective, constraint):
+    batch = _random_alignment_batch()
+    assert set(np.unique(np.asarray(batch["segment_ids"]))) >= {0, 1, 2, 3}
+    nll = jnp.asarray(np.random.default_rng(1).random(batch["segment_ids"].shape) * 3, jnp.float32)
+    cfg = AlignmentConfig(samples="x", constraint=constraint, alignment_weight=0.7, beta=0.3, boundary=0.2)
+    loss_fn = obj.make_objective(objective, cfg, lambda module, params, batch, dropout_key=None: params)
+    loss, grad = jax.value_and_grad(lambda p: loss_fn(None, p, batch)[0])(nll)
+    want, want_grad = jax.value_and_grad(lambda p: _reference_ranked_loss(objective, cfg, p, batch))(nll)
+    assert float(loss) == pytest.approx(float(want), rel=1e-6, abs=1e-6)
+    assert np.abs(np.asarray(grad)).max() > 0
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-6, atol=1e-6)

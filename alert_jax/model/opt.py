@@ -64,7 +64,8 @@ class RuntimeOptions:
 
 
 class LayerCache(NamedTuple):
-    """Keys and values of one layer for every cache slot: [batch × heads, slots, head_dim].
+    """Keys and values of one layer for every cache slot: [batch × heads, slots, head_dim] (a scanned decoder's
+    one cache holds every layer, stacked on a leading axis: `init_cache(..., stacked=True)`).
 
     One leading (row, head) axis, so the decode attention contracts the cache as stored, as one batched product,
     and no axis of size 1 is left for XLA to squeeze away. A [batch, slots, heads, …] cache made XLA transpose
@@ -115,7 +116,8 @@ class OPTAttention(nn.Module):
     rt: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: MaskSpec, cache: Optional[LayerCache], cache_index: Optional[jax.Array]):
+    def __call__(self, x: jax.Array, mask: MaskSpec, cache: Optional[LayerCache], cache_index: Optional[jax.Array],
+                 layer: Optional[jax.Array] = None):
         cfg, rt = self.cfg, self.rt
         b, t, _ = x.shape
         heads, hd = cfg.num_attention_heads, cfg.head_dim
@@ -129,10 +131,9 @@ class OPTAttention(nn.Module):
         v = project("v_proj")
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", None))
         if cache is not None:
-            index = (0, cache_index, 0)
-            k = jax.lax.dynamic_update_slice(cache.key, merge_heads(k).astype(cache.key.dtype), index)
-            v = jax.lax.dynamic_update_slice(cache.value, merge_heads(v).astype(cache.value.dtype), index)
-            cache = LayerCache(k, v)
+            (k, key), (v, value) = (_write_cache(c, merge_heads(new), cache_index, layer)
+                                    for c, new in ((cache.key, k), (cache.value, v)))
+            cache = LayerCache(key, value)
         dropout = None
         if rt.attention_dropout and self.has_rng("dropout"):
             dropout = (rt.attention_dropout, self.make_rng("dropout"))
@@ -148,7 +149,7 @@ class OPTDecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, mask: MaskSpec, cache: Optional[LayerCache] = None,
-                 cache_index: Optional[jax.Array] = None):
+                 cache_index: Optional[jax.Array] = None, layer: Optional[jax.Array] = None):
         cfg, rt = self.cfg, self.rt
         drop = lambda rate: nn.Dropout(rate, deterministic=not (rate and self.has_rng("dropout")))
         pre_ln = cfg.do_layer_norm_before
@@ -157,7 +158,7 @@ class OPTDecoderLayer(nn.Module):
 
         residual = h
         x = attn_norm(h).astype(rt.dtype) if pre_ln else h
-        x, cache = OPTAttention(cfg, rt, name="self_attn")(x, mask, cache, cache_index)
+        x, cache = OPTAttention(cfg, rt, name="self_attn")(x, mask, cache, cache_index, layer)
         h = residual + drop(rt.dropout)(x)
         if not pre_ln:
             h = attn_norm(h).astype(rt.dtype)
@@ -174,6 +175,37 @@ class OPTDecoderLayer(nn.Module):
             h = mlp_norm(h).astype(rt.dtype)
         h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
         return h, cache
+
+
+def _write_cache(cache: jax.Array, new: jax.Array, cache_index: jax.Array, layer: Optional[jax.Array]
+                 ) -> tuple[jax.Array, jax.Array]:
+    """(this layer's keys or values with `new` written at slot `cache_index`, the updated cache).
+
+    A scanned decoder's cache holds every layer ([layers, B·H, slots, D]) and is carried through the layer loop
+    whole: `layer` picks the layer, and the write touches only the new slots. Scanning over per-layer caches
+    instead (in → out) copied every layer's cache twice and the stacked cache three times per decode step.
+    """
+    new = new.astype(cache.dtype)
+    if layer is None:
+        cache = jax.lax.dynamic_update_slice(cache, new, (0, cache_index, 0))
+        return cache, cache
+    cache = jax.lax.dynamic_update_slice(cache, new[None], (layer, 0, cache_index, 0))
+    return jax.lax.dynamic_index_in_dim(cache, layer, keepdims=False), cache
+
+
+def _scan_layers(layer: nn.Module, h: jax.Array, mask: MaskSpec, caches: Optional[LayerCache],
+                 cache_index: Optional[jax.Array], count: int) -> tuple[jax.Array, Optional[LayerCache]]:
+    """`layer` (params stacked on a leading "layers" axis) applied `count` times under `nn.scan`, with the hidden
+    state and the stacked cache (`init_cache(..., stacked=True)`) as the carry."""
+
+    def step(module, carry, index):
+        h, cache = carry
+        return module(h, mask, cache, cache_index, None if cache is None else index), None
+
+    scan = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True}, length=count,
+                   metadata_params={nn.PARTITION_NAME: "layers"})
+    (h, caches), _ = scan(layer, (h, caches), jnp.arange(count, dtype=jnp.int32))
+    return h, caches
 
 
 def decoder_layer_class(rt: RuntimeOptions) -> type[nn.Module]:
@@ -211,9 +243,7 @@ class OPTDecoder(nn.Module):
             self.project_out = _dense(cfg.embed_dim, "embed", "embed_proj", cfg, rt, "project_out", bias=False)
         layer_cls = decoder_layer_class(rt)
         if rt.scan_layers:
-            self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                                  in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_hidden_layers,
-                                  metadata_params={nn.PARTITION_NAME: "layers"})(cfg, rt, name="layers")
+            self.layers = layer_cls(cfg, rt, name="layers")  # run by _scan_layers, its params stacked
         else:
             self.layers = [layer_cls(cfg, rt, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.do_layer_norm_before:  # HF drops the final norm for post-LN (350m)
@@ -227,9 +257,7 @@ class OPTDecoder(nn.Module):
         h = h + self.embed_positions(positions + POSITION_OFFSET)
         h = nn.with_logical_constraint(h, ("batch", "length", "act_embed"))
         if self.rt.scan_layers:
-            if caches is not None and not isinstance(caches, LayerCache):  # per-layer caches from init_cache
-                caches = jax.tree.map(lambda *layers: jnp.stack(layers), *caches)
-            h, new_caches = self.layers(h, mask, caches, cache_index)
+            h, new_caches = _scan_layers(self.layers, h, mask, caches, cache_index, cfg.num_hidden_layers)
         else:
             new_caches = []
             for i, layer in enumerate(self.layers):
@@ -301,7 +329,11 @@ def boxed_params(module: OPTForCausalLM, key: jax.Array) -> Any:
     return module.init(key, jnp.ones((1, 1), jnp.int32))["params"]
 
 
-def init_cache(cfg: OPTConfig, batch: int, slots: int, dtype=jnp.float32) -> tuple[LayerCache, ...]:
-    """One zero cache per layer (a scanned decoder stacks them on first use and returns them stacked)."""
+def init_cache(cfg: OPTConfig, batch: int, slots: int, dtype=jnp.float32, stacked: bool = False
+               ) -> tuple[LayerCache, ...] | LayerCache:
+    """Zero caches: one per layer, or (`stacked`, for `scan_layers`) one holding every layer on a leading axis."""
     shape = (batch * cfg.num_attention_heads, slots, cfg.head_dim)
+    if stacked:
+        shape = (cfg.num_hidden_layers, *shape)
+        return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
     return tuple(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_hidden_layers))

@@ -183,9 +183,8 @@ def make_objective(objective: str, cfg: AlignmentConfig,
         nll = token_losses(module, params, batch, dropout_key)
         segments = segment_log_probs(-nll, batch, batch["sample_group"].shape[-1])
         positive = (batch["sample_label"] > 0) & (batch["sample_group"] > 0)
-        token_positive = (batch["segment_ids"][..., None] == jnp.arange(1, positive.shape[-1] + 1)) & positive[:, None, :]
-        weights = batch["loss_weights"] * token_positive.any(-1)
-        token_loss = (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+        # The positives' token loss is a sum of their segment sums: no second [B, T, S] pass over the tokens.
+        token_loss = -(segments.total * positive).sum() / jnp.maximum((segments.count * positive).sum(), 1.0)
         rank_sum, units = ranking_loss(objective, cfg, segments, batch)
         rank = rank_sum / jnp.maximum(units, 1.0)
         right, pairs = pairwise_accuracy_sums(segments.score, batch["sample_group"], batch["sample_label"])
