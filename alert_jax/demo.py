@@ -133,12 +133,10 @@ def world_corpus(examples: int) -> list[str]:
 
 
 def _overlap(workdir: Path, cfg: ExperimentConfig) -> None:
-    from alert_jax.analysis.overlap import eval_task_texts, vocabulary_overlap, write_overlap_json
-    from alert_jax.train.corpus import text_pairs
+    from alert_jax.analysis.overlap import eval_task_texts, finetune_texts, vocabulary_overlap, write_overlap_json
 
-    train, _ = text_pairs(dataclasses.replace(cfg.data, variant="cot"))
-    tasks = eval_task_texts(cfg.eval.suite)
-    write_overlap_json(vocabulary_overlap([p + " " + t for p, t in train], tasks), workdir / "overlap.json")
+    texts = finetune_texts(dataclasses.replace(cfg.data, variant="cot"))
+    write_overlap_json(vocabulary_overlap(texts, eval_task_texts(cfg.eval.suite)), workdir / "overlap.json")
 
 
 def _prepare_tokenizer(workdir: Path, plan: DemoPlan) -> Path:

@@ -1,8 +1,8 @@
 """`alert-jax sample`: k sampled chains of thought per training question, labelled and scored — the data of
 alignment fine-tuning (alert_jax/train/objectives.py).
 
-For every finetuning question of `data.suite` (the questions CoT finetuning trained on: `data.examples_per_task`
-per task, the validation hold-out left out, as alert_jax/train/corpus.py does) the model generates
+For every finetuning question of `data.suite` (the questions CoT finetuning trained on:
+`alert_jax.data.trained.trained_examples`, the trainer's own selection) the model generates
 `alignment.k` continuations of the finetuning prompt at `alignment.temperature` with the jitted batched
 generation (sharded over `eval.mesh` like `evaluate`). Each sample is judged by `evaluate.instance_record`, the
 very code evaluation scores a generation with (answer extraction, then the metrics): a sample is correct when its
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from alert_jax.config import AlignmentConfig, DataConfig, ExperimentConfig
 from alert_jax.data.example import Example, Task
-from alert_jax.data.mixture import cap_for
-from alert_jax.data.splits import is_validation
+from alert_jax.data.mixture import capped
 from alert_jax.data.suites import SuiteTask, load_suite
 from alert_jax.data.templates import FINETUNE_TEMPLATE, render_prompt
+from alert_jax.data.trained import trained_examples
 from alert_jax.errors import AlertJaxError
 from alert_jax.evaluate import CHUNK_BATCHES, WorkItem, append_records, chunks, instance_record, read_generations
 from alert_jax.metrics.aggregate import System
@@ -69,22 +69,27 @@ class Question:
 
 
 def training_questions(data: DataConfig, align: AlignmentConfig) -> list[Question]:
-    """The finetuning questions CoT training saw (its hold-out left out, `data.examples_per_task` and
-    `data.mixture` capping each source as in the trainer), per task at most `alignment.max_questions_per_task`."""
-    questions = []
-    hold_out = not data.validation_suite
-    for entry, task in load_suite(data.suite).load_tasks(data.data_root or None):
-        if entry.split != "finetune":
-            continue
-        kept = [ex for ex in task.examples
-                if not (hold_out and is_validation(entry.task, ex.input, data.validation_fraction))]
-        cap = cap_for(entry.task, data.examples_per_task, data.mixture)  # the trainer's caps (data/mixture.py)
-        kept = kept[:cap] if cap > 0 else kept
-        kept = kept[:align.max_questions_per_task] if align.max_questions_per_task > 0 else kept
-        questions += [Question(entry, task, ex) for ex in kept]
-    if not questions:
+    """The finetuning questions CoT training saw (`alert_jax.data.trained.trained_examples`, in its order), per
+    task at most `alignment.max_questions_per_task`.
+
+    Labelling needs each question's references, which only the raw files hold (a TFDS build stores the text), so
+    the examples are looked up there by (suite task, id) — the key the samples file names them by anyway.
+    """
+    trained = trained_examples(data).train
+    kept = capped(((e.task, (e.task, e.id)) for e in trained), align.max_questions_per_task, {})
+    if not kept:
         raise SampleError(f"data.suite={data.suite}: no finetuning questions to sample for")
-    return questions
+    if len(set(kept)) < len(kept):
+        raise SampleError(f"data.suite={data.suite}: example ids repeat within a finetuning task, so questions "
+                          "cannot be told apart in the samples file")
+    raw = {(entry.task, example.id): Question(entry, task, example)
+           for entry, task in load_suite(data.suite).load_tasks(data.data_root or None) if entry.split == "finetune"
+           for example in task.examples}
+    missing = [key for key in kept if key not in raw]
+    if missing:
+        raise SampleError(f"data.tfds_dir={data.tfds_dir}: question {'/'.join(missing[0])} of the build is not in "
+                          f"the raw files of data.suite={data.suite} (data.data_root={data.data_root!r})")
+    return [raw[key] for key in kept]
 
 
 def read_samples(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:

@@ -26,9 +26,10 @@ from typing import Sequence
 
 from alert_jax.data.packing import TokenizedExample, pack, pad_per_example
 from alert_jax.data.suites import load_suite
-from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR
+from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR, task_pairs
 from alert_jax.data.tokenizer import SentencePieceTokenizer
-from alert_jax.train.corpus import TextPair, task_pairs, tokenize_pairs
+from alert_jax.data.trained import TextPair
+from alert_jax.train.corpus import tokenize_pairs
 from results import publish  # noqa: E402  (benchmarks/results.py)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -18,7 +18,7 @@ from alert_jax.data.suites import load_suite
 from alert_jax.data.templates import TEMPLATES
 from alert_jax.model.presets import get_preset
 from alert_jax.train import objectives
-from alert_jax.train.corpus import PRETRAIN_SUITE
+from alert_jax.data.trained import PRETRAIN_SUITE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))

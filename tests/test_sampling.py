@@ -161,3 +161,34 @@ def test_questions_follow_the_trainers_mixture_caps():
     ours = [q.example.id for q in capped if q.entry.task == source]
     assert ours == [q.example.id for q in everything if q.entry.task == source][:2]
     assert [q.key for q in capped if q.entry.task != source] == [q.key for q in everything if q.entry.task != source]
+
+
+@pytest.mark.slow
+def test_an_aft_run_packs_only_its_data_sections_validation_rows(finished, model_dir, tmp_path, monkeypatch):
+    """The SFT train split is neither tokenized nor cached; the rows are those of before — the sampled CoTs, and
+    the validation text packed as an SFT run packs it — so the losses are too."""
+    from alert_jax.train import corpus, sample_rows
+    from alert_jax.train.loop import Trainer
+
+    tokenized: list[list[tuple[str, str]]] = []
+    for module in (corpus, sample_rows):
+        monkeypatch.setattr(module, "tokenize_pairs", lambda tokenizer, pairs, *args, real=module.tokenize_pairs:
+                            tokenized.append(list(pairs)) or real(tokenizer, pairs, *args))
+    cfg = load_config(None, [f"model.name={model_dir}", "train.objective=aft", f"alignment.samples={finished}",
+                             "train.steps=2", "train.batch_size=2", "train.seq_len=256", "train.eval_every=2",
+                             "train.checkpoint_every=2", "train.async_checkpointing=false", "optim.warmup_steps=1",
+                             "data.examples_per_task=20", "mesh.fsdp=1"])
+    trainer = Trainer(cfg, tmp_path / "aft")
+    trainer.run()
+    train, validation = corpus.text_pairs(cfg.data)
+    samples = [(r["prompt"], r["generation"]) for r in _lines(finished / SAMPLES_FILE)]
+    assert sorted(tokenized) == sorted([samples, validation]) and train not in tokenized
+    assert not (tmp_path / "aft" / "data").exists(), "no packed-row cache: nothing of the SFT split is kept"
+
+    monkeypatch.undo()
+    sft = corpus.packed_splits(cfg.data, cfg.train, trainer.tokenizer, tmp_path / "sft", lambda: (train, validation))
+    before = {"train": alignment_rows(finished, trainer.tokenizer, cfg.train.seq_len), "validation": sft["validation"]}
+    for split, packed in before.items():
+        assert packed.arrays.keys() == trainer.splits[split].arrays.keys()
+        for field, rows in packed.arrays.items():
+            np.testing.assert_array_equal(trainer.splits[split].arrays[field], rows, err_msg=f"{split}/{field}")

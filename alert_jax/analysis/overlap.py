@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from alert_jax.config import DataConfig, ExperimentConfig
-from alert_jax.data.mixture import capped
 from alert_jax.data.suites import SCORED_SPLITS, load_suite
-from alert_jax.data.templates import task_pairs
+from alert_jax.data.trained import trained_examples
 from alert_jax.errors import AlertJaxError
 from alert_jax.metrics.tokens import tokenize
 
@@ -76,12 +75,9 @@ def write_overlap_json(overlaps: Mapping[str, Overlap], path: Path) -> Path:
 
 
 def finetune_texts(data: DataConfig) -> list[str]:
-    """The text a run with this `data` section finetunes on (prompt and target of every example its mixture
-    keeps), read from the suite's raw files; the validation hold-out of a run without dev tasks is ignored."""
-    suite = load_suite(data.suite)
-    sourced = ((entry.task, pair) for entry, task in suite.load_tasks(data.data_root or None)
-               if entry.split == "finetune" for pair in task_pairs([task], data.variant))
-    return [f"{prompt} {target}" for prompt, target in capped(sourced, data.examples_per_task, data.mixture)]
+    """The text a run with this `data` section finetunes on: prompt and target of every example it trains on
+    (`alert_jax.data.trained.trained_examples`: its validation hold-out left out, its caps applied)."""
+    return [f"{e.prompt} {e.target}" for e in trained_examples(data).train]
 
 
 def eval_task_texts(suite: str, data_root: str = "") -> dict[str, list[str]]:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Optional
 
 from alert_jax.config import DataConfig, load_config
 from alert_jax.data import suites
-from alert_jax.data.mixture import capped, check_mixture
-from alert_jax.data.example import Task
 from alert_jax.data.stats import corpus_stats, scan_data_root, token_counter
+from alert_jax.data.templates import task_pairs
+from alert_jax.data.trained import TextPair, trained_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,23 +64,29 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sources(args: argparse.Namespace, data: Optional[DataConfig]) -> Iterator[tuple[str, Task]]:
-    """(label, task) pairs; suite entries are labelled `task [split]`, as a task may sit in two splits.
+def _sources(args: argparse.Namespace, data: Optional[DataConfig], variant: str) -> Iterator[tuple[str, list[TextPair]]]:
+    """(label, its (prompt, target) pairs); suite entries are labelled `task [split]`, as a task may sit in two splits.
 
-    With an experiment's `data` section, its finetuning suite's `finetune` tasks are cut to the mixture's caps.
+    With an experiment's `data` section, its suite's `finetune` tasks hold exactly the examples the run trains on
+    (`trained_examples`: the validation hold-out left out, then the mixture's caps); other tasks count whole.
     """
     if data is None and args.data_root is not None and args.suite is None:
-        yield from ((task.name, task) for task in scan_data_root(args.data_root))
+        yield from ((task.name, task_pairs([task], variant)) for task in scan_data_root(args.data_root))
         return
-    name = args.suite or (data.suite if data else "synthetic")
-    suite = suites.load_suite(name)
-    if data is not None:
-        check_mixture(data.mixture, [entry.task for entry in suite.finetune_tasks], name)
-    for entry, task in suite.load_tasks(args.data_root, skip_missing=args.skip_missing):
-        if data is not None and entry.split == "finetune":
-            kept = capped(((entry.task, ex) for ex in task.examples), data.examples_per_task, data.mixture)
-            task = dataclasses.replace(task, examples=tuple(kept))
-        yield f"{entry.task} [{entry.split}]", task
+    suite = suites.load_suite(data.suite if data else args.suite or "synthetic")
+    if data is None:
+        for entry, task in suite.load_tasks(args.data_root, skip_missing=args.skip_missing):
+            yield f"{entry.task} [{entry.split}]", task_pairs([task], variant)
+        return
+    trained: dict[str, list[TextPair]] = defaultdict(list)
+    for example in trained_examples(data).train:
+        trained[example.task].append((example.prompt, example.target))
+    others = dict(dataclasses.replace(suite, tasks=tuple(e for e in suite.tasks if e.split != "finetune"))
+                  .load_tasks(args.data_root, skip_missing=args.skip_missing))
+    for entry in suite.tasks:
+        if entry.split == "finetune" or entry in others:
+            pairs = trained[entry.task] if entry.split == "finetune" else task_pairs([others[entry]], variant)
+            yield f"{entry.task} [{entry.split}]", pairs
 
 
 def _run_stats(args: argparse.Namespace) -> int:
@@ -87,8 +94,11 @@ def _run_stats(args: argparse.Namespace) -> int:
     if data is not None and args.data_root is None and data.data_root:
         args.data_root = Path(data.data_root)
     variant = args.variant or (data.variant if data else "ft")
+    if data is not None:  # the flags name the run's suite, variant and data root
+        data = dataclasses.replace(data, suite=args.suite or data.suite, variant=variant,
+                                   data_root=str(args.data_root or ""))
     count, unit = token_counter(args.tokenizer)
-    per_source = corpus_stats(_sources(args, data), variant, count)
+    per_source = corpus_stats(_sources(args, data, variant), count)
     print(f"examples: {sum(s.examples for s in per_source.values())}")
     print(f"tokens: {sum(s.tokens for s in per_source.values())} ({unit})")
     print("per source:")

@@ -1,20 +1,22 @@
 """Corpus statistics: examples and tokens per source, counted over what training consumes.
 
-Counts are over the finetuning rendering of every example (prompt `FINETUNE_TEMPLATE`, target of the
-variant): tokens are whitespace-separated words, or with a tokenizer the ids `packing.tokenize_example`
-produces (BOS included). Sources are a suite's tasks or every file under a data root's folders named after a
-reader kind (`niv2/`, `gsm8k/`, …).
+Counts are over the finetuning rendering of every example (`templates.task_pairs`: prompt `FINETUNE_TEMPLATE`,
+target of the variant): tokens are whitespace-separated words, or with a tokenizer the ids
+`packing.tokenize_example` produces (BOS included). Sources are a suite's tasks, every file under a data root's
+folders named after a reader kind (`niv2/`, `gsm8k/`, …), or — for an experiment — the examples it trains on
+(`alert_jax.data.trained.trained_examples`).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from alert_jax.data import packing, readers, templates
+from alert_jax.data import packing, readers
 from alert_jax.data.example import Task
 from alert_jax.data.readers import DataFormatError
 from alert_jax.data.tokenizer import load_tokenizer
+from alert_jax.data.trained import TextPair
 
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -37,19 +39,15 @@ def scan_data_root(data_root: Path) -> Iterator[Task]:
             yield readers.read(folder.name, path)
 
 
-def corpus_stats(
-    sources: Iterator[tuple[str, Task]], variant: str, count: Callable[[str, str], int]
-) -> dict[str, SourceStats]:
-    """Examples and tokens per source label, in first-seen order (same label: counts add up)."""
+def corpus_stats(sources: Iterable[tuple[str, Sequence[TextPair]]],
+                 count: Callable[[str, str], int]) -> dict[str, SourceStats]:
+    """Examples and tokens per source label of its (prompt, target) pairs, in first-seen order (same label: counts
+    add up; a source without examples is listed with zeros)."""
     totals: dict[str, SourceStats] = {}
-    for label, task in sources:
-        tokens = sum(
-            count(templates.render_prompt(templates.FINETUNE_TEMPLATE, task, example),
-                  templates.format_target(example, variant))
-            for example in task.examples
-        )
+    for label, pairs in sources:
+        tokens = sum(count(prompt, target) for prompt, target in pairs)
         before = totals.get(label, SourceStats(0, 0))
-        totals[label] = SourceStats(before.examples + len(task.examples), before.tokens + tokens)
+        totals[label] = SourceStats(before.examples + len(pairs), before.tokens + tokens)
     return totals
 
 

@@ -1,18 +1,14 @@
-"""From a finetuning suite to packed token rows: the trainer's only view of data.
+"""From a run's `data` section to packed token rows: the trainer's only view of data.
 
-Training text comes from the suite's `finetune` tasks, read from raw files (`data.data_root`) or from an
-`alert-jax data build finetune` output (`data.tfds_dir`); both give the same rows (`synthetic-pretrain` instead
-gives plain narrative text for the demo's "pretraining" stage).
-Validation text — ALERT's checkpoint-selection set — comes from the `dev` tasks of `data.validation_suite` (their
-instances and explained demonstrations, in the run's own target format), or,
-without one, from the finetuning examples that `alert_jax.data.splits.is_validation` holds out (a TFDS build
-has already held them out the same way). `data.examples_per_task` caps each task's training examples and
-`data.mixture` sets a source's own cap (`alert_jax.data.mixture`).
+The text is `alert_jax.data.trained.trained_examples`: the one definition of what a run trains on (its
+finetuning examples after the validation hold-out and the mixture caps, in order) and of its validation text,
+shared with `alert-jax data stats`, `alert-jax sample` and the vocabulary-overlap analysis.
 Every target ends with EOS so finetuned models learn where to stop. With `data.masked_thought_rate` the training
 rows' inputs (never their targets, never the validation rows) hide that fraction of each rationale.
 The tokenizer and packed arrays are cached in the workdir with a fingerprint of the text, tokenizer and settings
 they were built from, so a resumed run reads exactly the rows it started with and a changed config never reads
-stale ones.
+stale ones. An alignment run trains on sampled CoTs (alert_jax/train/sample_rows.py) and needs only the
+validation rows from its data section: `packed_validation` builds those alone, uncached, as its sample rows are.
 """
 from __future__ import annotations
 
@@ -27,105 +23,23 @@ import numpy as np
 
 from alert_jax.atomic import staged_dir
 from alert_jax.config import DataConfig, TrainConfig
-from alert_jax.data import synthetic
 from alert_jax.errors import AlertJaxError
-from alert_jax.data.example import Example, Task
 from alert_jax.data.masked_thought import mask_rationale, rationale_tokens
-from alert_jax.data.mixture import capped, check_mixture
 from alert_jax.data.packing import FIELDS, Packed, PackingStats, pack, tokenize_example
-from alert_jax.data.splits import is_validation
-from alert_jax.data.suites import load_suite
-from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR, task_pairs
+from alert_jax.data.templates import PROMPT_TARGET_SEPARATOR
 from alert_jax.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
+from alert_jax.data.trained import TextPair, trained_examples
 from alert_jax.parallel.mesh import run_on_main
 from alert_jax.workdir import RunDir, cache_is_current, stamp_cache
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_SUITE = "synthetic-pretrain"
-TextPair = tuple[str, str]
 SplitPairs = tuple[list[TextPair], list[TextPair]]  # (train, validation)
-SourcedPair = tuple[str, TextPair]  # (suite task it comes from, pair)
-
-
-def _finetune_tasks(cfg: DataConfig) -> list[tuple[str, Task]]:
-    """(suite task name, task with all its examples) for every `finetune` entry, in suite order."""
-    suite = load_suite(cfg.suite)
-    tasks = [(entry.task, task) for entry, task in suite.load_tasks(cfg.data_root or None) if entry.split == "finetune"]
-    if not tasks:
-        raise AlertJaxError(f"data.suite={cfg.suite}: the suite has no tasks with split 'finetune'")
-    return tasks
-
-
-def _raw_finetune_pairs(cfg: DataConfig, hold_out: bool) -> tuple[list[SourcedPair], list[TextPair]]:
-    """(training pairs with their source, held-out pairs) from the raw files; nothing is held out unless asked."""
-    train: list[SourcedPair] = []
-    held_out: list[TextPair] = []
-    for source, task in _finetune_tasks(cfg):
-        for example, pair in zip(task.examples, task_pairs([task], cfg.variant)):
-            if hold_out and is_validation(source, example.input, cfg.validation_fraction):
-                held_out.append(pair)
-            else:
-                train.append((source, pair))
-    return train, held_out
-
-
-def _built_finetune_pairs(cfg: DataConfig) -> tuple[list[SourcedPair], list[TextPair]]:
-    """(training pairs with their source, held-out pairs) from a TFDS build of the suite and variant."""
-    from alert_jax.data.tfds_builders import load_finetune_split  # TFDS is slow to import: only when used
-
-    train, held_out = (load_finetune_split(cfg.tfds_dir, cfg.suite, cfg.variant, split)
-                       for split in ("train", "validation"))
-    return [(r["source"], (r["prompt"], r["target"])) for r in train], [(r["prompt"], r["target"]) for r in held_out]
-
-
-def _validation_tasks(cfg: DataConfig) -> list[Task]:
-    if not cfg.validation_suite:
-        return []
-    suite = load_suite(cfg.validation_suite)
-    return [with_explained_demonstrations(task)
-            for entry, task in suite.load_tasks(cfg.data_root or None, skip_missing=True) if entry.split == "dev"]
-
-
-def with_explained_demonstrations(task: Task) -> Task:
-    """A dev task as validation text: its instances, then its demonstrations that carry an explanation.
-
-    NIV2 instances have no rationale, so a CoT run's dev targets would all be the bare `The answer is <answer>.`
-    and dev perplexity would ignore how well the model writes rationales — biasing selection against CoT. The
-    task's explained positive examples are the rationales it does have; as examples they give CoT targets
-    `<explanation> The answer is <output>.` (FT runs see the same instances, answer only).
-    """
-    explained = tuple(Example(input=d.input, references=(d.output,), rationale=d.explanation.strip(),
-                              source=task.name, id=f"{task.name}-demonstration-{i}")
-                      for i, d in enumerate(task.demonstrations) if d.explanation.strip())
-    return dataclasses.replace(task, examples=task.examples + explained)
 
 
 def text_pairs(cfg: DataConfig) -> SplitPairs:
-    """(train, validation) text pairs for the configured suite and variant."""
-    if cfg.suite == PRETRAIN_SUITE:
-        texts = synthetic.synthetic_pretraining_text(cfg.examples_per_task, seed=0)
-        cut = max(1, int(len(texts) * cfg.validation_fraction))
-        return [("", t) for t in texts[cut:]], [("", t) for t in texts[:cut]]
-    validation = task_pairs(_validation_tasks(cfg), cfg.variant)
-    if cfg.tfds_dir:
-        train, held_out = _built_finetune_pairs(cfg)
-        if validation and held_out:
-            raise AlertJaxError(
-                f"data.tfds_dir={cfg.tfds_dir}: the build holds out {len(held_out)} finetuning examples that raw "
-                f"files would train on, as data.validation_suite={cfg.validation_suite} supplies the validation "
-                "text; rebuild with --validation-percent 0 or set data.validation_suite=''")
-    else:
-        train, held_out = _raw_finetune_pairs(cfg, hold_out=not validation)
-    check_mixture(cfg.mixture, [entry.task for entry in load_suite(cfg.suite).finetune_tasks], cfg.suite)
-    train_pairs = capped(train, cfg.examples_per_task, cfg.mixture)
-    if validation:
-        return train_pairs, validation
-    if not held_out:
-        raise AlertJaxError(f"data.validation_suite={cfg.validation_suite!r} gives no dev examples and no finetuning "
-                            f"example is held out (data.validation_fraction={cfg.validation_fraction}, or the "
-                            "build's --validation-percent): nothing to select a checkpoint by")
-    return train_pairs, held_out
+    """(train, validation) (prompt, target) pairs of `trained_examples(cfg)`: the text the packed rows hold."""
+    return trained_examples(cfg).pairs()
 
 
 def resolve_tokenizer(cfg: DataConfig, workdir: Path, pairs: Callable[[], SplitPairs]) -> Tokenizer:
@@ -218,7 +132,7 @@ def packed_splits(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer,
 def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer, cache: Path,
                          pairs: Callable[[], SplitPairs]) -> None:
     train_pairs, validation_pairs = pairs()
-    overflow = "truncate" if cfg.truncate_long else "drop"
+    overflow = _overflow(cfg)
     inputs = {"seq_len": train_cfg.seq_len, "overflow": overflow, "tokenizer": tokenizer_digest(tokenizer),
               "train_text": _text_digest(train_pairs), "validation_text": _text_digest(validation_pairs)}
     if cfg.masked_thought_rate > 0:  # only then, so caches built before the option existed stay current
@@ -230,7 +144,7 @@ def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tok
                     cache)
     splits = {"train": pack(tokenize_pairs(tokenizer, train_pairs, cfg.masked_thought_rate, train_cfg.seed),
                              train_cfg.seq_len, overflow=overflow),
-              "validation": pack(tokenize_pairs(tokenizer, validation_pairs), train_cfg.seq_len, overflow=overflow)}
+              "validation": packed_validation(cfg, train_cfg, tokenizer, validation_pairs)}
     with staged_dir(cache) as staging:
         for name, packed in splits.items():
             np.savez(staging / f"{name}.npz", **packed.arrays)
@@ -238,6 +152,17 @@ def _build_rows_if_stale(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tok
         stats = {name: dataclasses.asdict(packed.stats) for name, packed in splits.items()}
         (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
         stamp_cache(staging, inputs)
+
+
+def packed_validation(cfg: DataConfig, train_cfg: TrainConfig, tokenizer: Tokenizer,
+                      validation_pairs: Sequence[TextPair]) -> Packed:
+    """The validation rows alone (never masked): the rows `packed_splits` caches, and all an alignment run
+    packs from its data section."""
+    return pack(tokenize_pairs(tokenizer, validation_pairs), train_cfg.seq_len, overflow=_overflow(cfg))
+
+
+def _overflow(cfg: DataConfig) -> str:
+    return "truncate" if cfg.truncate_long else "drop"
 
 
 def _load_packed(cache: Path, name: str) -> Packed:

@@ -40,7 +40,7 @@ from alert_jax.parallel.rules import (
 )
 from alert_jax.data.tokenizer import Tokenizer
 from alert_jax.train import checkpoints, objectives
-from alert_jax.train.corpus import packed_splits, resolve_tokenizer, text_pairs
+from alert_jax.train.corpus import packed_splits, packed_validation, resolve_tokenizer, text_pairs
 from alert_jax.train.metrics_log import MetricsLog, truncate_after
 from alert_jax.train.optim import learning_rate_schedule, make_optimizer
 from alert_jax.train.sample_rows import alignment_rows
@@ -115,14 +115,18 @@ class Trainer:
             write_text(self.run_dir.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def _prepare_data(self) -> None:
-        """Tokenizer and packed train/validation rows (built once, cached in the workdir)."""
+        """Tokenizer and packed train/validation rows of `data.trained.trained_examples` (built once, cached in the
+        workdir); an alignment run trains on the sampled CoTs instead, and packs only the data section's
+        validation rows."""
         cfg = self.cfg
         objectives.check(cfg.train.objective, cfg.alignment)
         pairs = functools.cache(lambda: text_pairs(cfg.data))  # read the corpus at most once
         self.tokenizer = self._tokenizer(pairs)
-        self.splits = packed_splits(cfg.data, cfg.train, self.tokenizer, self.workdir, pairs)
-        if cfg.train.objective != "sft":  # train on the sampled CoTs; validation text stays the data section's
-            self.splits["train"] = alignment_rows(cfg.alignment.samples, self.tokenizer, cfg.train.seq_len)
+        if cfg.train.objective == "sft":
+            self.splits = packed_splits(cfg.data, cfg.train, self.tokenizer, self.workdir, pairs)
+        else:
+            self.splits = {"train": alignment_rows(cfg.alignment.samples, self.tokenizer, cfg.train.seq_len),
+                           "validation": packed_validation(cfg.data, cfg.train, self.tokenizer, pairs()[1])}
         self._check_batch()
         self.validation_rows = pad_rows(self.splits["validation"].arrays, cfg.train.batch_size)
 
