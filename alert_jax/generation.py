@@ -171,7 +171,8 @@ def _prefill_program(module: OPTForCausalLM):
         variables = {"params": params}
         hidden, caches = module.apply(variables, input_ids, segment_ids=segments,
                                       positions=positions_from_mask(segments != 0),
-                                      caches=init_cache(module.cfg, batch, slots, module.rt.dtype, module.rt.scan_layers),
+                                      caches=init_cache(module.cfg, batch, slots, module.rt.dtype,
+                                                        module.rt.scan_layers),
                                       cache_index=jnp.int32(0), kv_segments=kv_segments, return_hidden=True)
         # Left padding puts every row's last real token in the last column: the only logits prefill needs.
         logits = module.apply(variables, hidden[:, -1:], method=OPTForCausalLM.logits_from_hidden)[:, 0]

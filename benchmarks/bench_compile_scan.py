@@ -1,8 +1,9 @@
 """Ahead-of-time compile time of a train step with unrolled vs scanned decoder layers (`model.scan_layers`).
 
 Lowers and compiles the trainer's train step (`plan.train_program`) for abstract params and batch (nothing is
-allocated), once per layout, and reports lowering and compile seconds plus the compiled temporaries. A scanned model compiles one layer body
-instead of `num_hidden_layers` copies, which is what decides start-up time on a TPU/GPU slice.
+allocated), once per layout, and reports lowering and compile seconds plus the compiled temporaries. A scanned
+model compiles one layer body instead of `num_hidden_layers` copies, which is what decides start-up time on a
+TPU/GPU slice.
 
     python benchmarks/bench_compile_scan.py [--preset opt-1.3b --batch 1 --seq 2048 --remat full]
 """

@@ -13,8 +13,8 @@ import pytest
 
 import alert_jax
 from alert_jax.generation import (
-    GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling, bucket_length,
-    first_argmax, generate, generate_text,
+    GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling,
+    bucket_length, first_argmax, generate, generate_text,
 )
 from alert_jax.model.layout import to_layout
 

@@ -22,7 +22,8 @@ CONFIGS = {
     "hold-out, capped": ["data.validation_suite=", "data.examples_per_task=30"],
     "hold-out, mixture": ["data.validation_suite=", "data.examples_per_task=20", "data.mixture.synthetic_arithmetic=5",
                           "data.mixture.synthetic_rule_chain=0"],
-    "dev tasks, mixture, ft": ["data.variant=ft", "data.examples_per_task=10", "data.mixture.synthetic_room_tracking=3"],
+    "dev tasks, mixture, ft": ["data.variant=ft", "data.examples_per_task=10",
+                               "data.mixture.synthetic_room_tracking=3"],
     "hold-out, uncapped": ["data.validation_suite=", "data.examples_per_task=0", "data.validation_fraction=0.2"],
 }
 

@@ -64,7 +64,8 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sources(args: argparse.Namespace, data: Optional[DataConfig], variant: str) -> Iterator[tuple[str, list[TextPair]]]:
+def _sources(args: argparse.Namespace, data: Optional[DataConfig], variant: str
+             ) -> Iterator[tuple[str, list[TextPair]]]:
     """(label, its (prompt, target) pairs); suite entries are labelled `task [split]`, as a task may sit in two splits.
 
     With an experiment's `data` section, its suite's `finetune` tasks hold exactly the examples the run trains on

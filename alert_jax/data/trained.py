@@ -105,7 +105,8 @@ def _raw_finetune_examples(data: DataConfig, hold_out: bool) -> tuple[list[Train
     """(training, held-out) examples of the suite's `finetune` tasks read from the raw files; nothing is held out
     unless asked."""
     suite = load_suite(data.suite)
-    tasks = [(entry.task, task) for entry, task in suite.load_tasks(data.data_root or None) if entry.split == "finetune"]
+    tasks = [(entry.task, task) for entry, task in suite.load_tasks(data.data_root or None)
+             if entry.split == "finetune"]
     if not tasks:
         raise AlertJaxError(f"data.suite={data.suite}: the suite has no tasks with split 'finetune'")
     train: list[TrainedExample] = []
