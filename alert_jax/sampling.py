@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-
 from alert_jax.config import AlignmentConfig, DataConfig, ExperimentConfig
 from alert_jax.data.example import Example, Task
 from alert_jax.data.mixture import capped
