@@ -36,7 +36,8 @@ from alert_jax.errors import AlertJaxError
 from alert_jax.model.io import mesh_of
 from alert_jax.model.model import Model
 from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding
-from alert_jax.model.opt import LayerCache, OPTForCausalLM, init_cache, positions_from_mask
+from alert_jax.model.opt import LayerCache, OPTForCausalLM, head_table, init_cache, positions_from_mask
+from alert_jax.model.screened_head import HeadScreen, first_argmax, screened_argmax
 
 if TYPE_CHECKING:
     from alert_jax.data.tokenizer import Tokenizer
@@ -78,7 +79,7 @@ class _State(NamedTuple):
     """Everything the decode loop carries; `step` = tokens generated so far (the next one goes to `tokens[:, step]`)."""
 
     caches: tuple[LayerCache, ...] | LayerCache  # per layer, or stacked for scan_layers
-    logits: jax.Array  # [B, vocab] float32: the distribution of the next token, tokens[:, step]
+    hidden: jax.Array  # [B, d] the last fed token's final hidden state: its LM head gives tokens[:, step]
     tokens: jax.Array  # [B, new_slots] int32, pad where not generated
     step: jax.Array  # [] int32
     done: jax.Array  # [B] bool
@@ -122,19 +123,6 @@ def _nucleus_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
 _PROBABILITY_BISECTIONS = (int(np.float32(1.0).view(np.int32)) + 1).bit_length()  # bit patterns of [0, 1]: 30
 
 
-def first_argmax(x: jax.Array) -> jax.Array:
-    """`jnp.argmax` over the last axis (the first maximum; the first NaN if there is one), as a max and then a min
-    over the indices that hit it. XLA:CPU runs argmax as one (value, index) reduction that is 3–5× slower than
-    these two plain ones over [B, 50272] logits (226 vs 32 µs at batch 1, 944 vs 283 µs at batch 8): 1–3% of a
-    decode step there."""
-    size = x.shape[-1]
-    index = jnp.arange(size, dtype=jnp.int32)
-    top = jnp.max(x, axis=-1, keepdims=True)  # XLA:CPU's max may skip NaNs: they are ranked apart, below 0
-    ranked = jnp.where(jnp.isnan(x), index - size, jnp.where(x == top, index, size))
-    first = jnp.min(ranked, axis=-1)
-    return jnp.where(first < 0, first + size, first)
-
-
 def _choose(logits: jax.Array, step: jax.Array, sampling: _Sampling, mode: str) -> jax.Array:
     """Next token per row from float32 logits [B, V]."""
     if mode == _GREEDY:
@@ -146,9 +134,18 @@ def _choose(logits: jax.Array, step: jax.Array, sampling: _Sampling, mode: str) 
     return first_argmax(scaled + jax.random.gumbel(key, scaled.shape, scaled.dtype))  # Gumbel-max: a softmax draw
 
 
-def _emit(state: _State, sampling: _Sampling, mode: str, pad_id: int) -> _State:
-    """Append one token per row from the pending logits (pad for finished rows); update which rows are finished."""
-    token = jnp.where(state.done, pad_id, _choose(state.logits, state.step, sampling, mode))
+def _emit(module: OPTForCausalLM, params, screen: Optional[HeadScreen], state: _State, sampling: _Sampling,
+          mode: str) -> _State:
+    """Append one token per row from the pending hidden state (pad for finished rows); update which rows are
+    finished. Greedy with a `screen` reads the int8 screen of the LM head instead of the float head
+    (model/screened_head.py: the same tokens); everything else computes the float logits."""
+    full_logits = lambda hidden: module.apply({"params": params}, hidden[:, None],
+                                              method=OPTForCausalLM.logits_from_hidden)[:, 0]
+    if mode == _GREEDY and screen is not None:
+        choice, _ = screened_argmax(state.hidden, head_table(params), screen, state.done, full_logits)
+    else:
+        choice = _choose(full_logits(state.hidden), state.step, sampling, mode)
+    token = jnp.where(state.done, module.cfg.pad_token_id, choice)
     tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step))
     done = state.done | sampling.stop_table[token]
     return state._replace(tokens=tokens, step=state.step + 1, done=done)
@@ -158,7 +155,7 @@ def _emit(state: _State, sampling: _Sampling, mode: str, pad_id: int) -> _State:
 def _prefill_program(module: OPTForCausalLM):
     """Jitted prompt pass for one model: fills the cache and leaves the first token's logits pending.
 
-    It samples nothing, so one compile serves greedy and sampling alike (sampling code compiles only in decode).
+    It computes no logits, so one compile serves greedy and sampling alike (the head runs only in decode).
     """
     pad_id = module.cfg.pad_token_id
 
@@ -174,9 +171,8 @@ def _prefill_program(module: OPTForCausalLM):
                                       caches=init_cache(module.cfg, batch, slots, module.rt.dtype,
                                                         module.rt.scan_layers),
                                       cache_index=jnp.int32(0), kv_segments=kv_segments, return_hidden=True)
-        # Left padding puts every row's last real token in the last column: the only logits prefill needs.
-        logits = module.apply(variables, hidden[:, -1:], method=OPTForCausalLM.logits_from_hidden)[:, 0]
-        return _State(caches=caches, logits=logits, tokens=jnp.full((batch, new_slots), pad_id, jnp.int32),
+        # Left padding puts every row's last real token in the last column: the only state decoding needs.
+        return _State(caches=caches, hidden=hidden[:, -1], tokens=jnp.full((batch, new_slots), pad_id, jnp.int32),
                       step=jnp.int32(0), done=jnp.zeros((batch,), bool), real_len=segments.sum(axis=1),
                       kv_segments=kv_segments)
 
@@ -186,9 +182,7 @@ def _prefill_program(module: OPTForCausalLM):
 @functools.lru_cache(maxsize=32)
 def _decode_program(module: OPTForCausalLM, mode: str):
     """Jitted decode loop for one model and sampling mode: emit, then feed the token back, until `limit` or all done."""
-    pad_id = module.cfg.pad_token_id
-
-    def decode(params, state: _State, limit, sampling: _Sampling) -> _State:
+    def decode(params, screen: Optional[HeadScreen], state: _State, limit, sampling: _Sampling) -> _State:
         """Run until `limit` tokens exist (a chunk end or max_new_tokens) or every row is done."""
         batch, slots = state.kv_segments.shape
         prompt = slots - state.tokens.shape[1]
@@ -200,21 +194,21 @@ def _decode_program(module: OPTForCausalLM, mode: str):
 
         def feed_back(s: _State) -> _State:
             previous = jax.lax.dynamic_slice_in_dim(s.tokens, s.step - 1, 1, axis=1)
-            logits, caches = module.apply(
+            hidden, caches = module.apply(
                 {"params": params}, previous, segment_ids=jnp.ones_like(previous),
                 positions=(s.real_len + s.step - 1)[:, None], caches=s.caches, cache_index=prompt + s.step - 1,
-                kv_segments=s.kv_segments,
+                kv_segments=s.kv_segments, return_hidden=True,
             )
-            return s._replace(caches=caches, logits=logits[:, 0])
+            return s._replace(caches=caches, hidden=hidden[:, 0])
 
         def advance(s: _State) -> _State:
             # Every emitted token is fed back, the last one too: that one wasted pass is cheaper than a `lax.cond`,
             # which makes XLA copy the whole KV cache on every step (~10% of decode time on CPU).
-            return feed_back(_emit(s, sampling, mode, pad_id))
+            return feed_back(_emit(module, params, screen, s, sampling, mode))
 
         return jax.lax.while_loop(lambda s: not_finished(s, limit), advance, state)
 
-    return jax.jit(decode, donate_argnums=1)
+    return jax.jit(decode, donate_argnums=2)
 
 
 def _pad_segments(segments: jax.Array, slots: int) -> jax.Array:
@@ -273,7 +267,7 @@ def _stop_string_end(tokens: np.ndarray, start: int, stop_strings: Sequence[str]
 def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
              tokenizer: Optional["Tokenizer"] = None, stats: Optional[GenerationStats] = None,
-             real_rows: Optional[int] = None) -> np.ndarray:
+             real_rows: Optional[int] = None, screen_head: Optional[bool] = None) -> np.ndarray:
     """New tokens [B, max_new_tokens] for a LEFT-padded batch; `config.pad_token_id` after a row stops.
 
     `temperature=0` is greedy (argmax); otherwise tokens are sampled from softmax(logits / temperature),
@@ -281,8 +275,13 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     emitting one of `stop_token_ids` (kept) or once its generated text contains one of `stop_strings` (the
     completing token is kept; this needs `tokenizer.decode`). `stats` (optional) counts the batch's work: the
     prompts and tokens of its first `real_rows` rows (all by default), the rest only filling up the batch.
+
+    `screen_head` (greedy only): pick each token through the int8 screen of the float LM head, which gives the
+    float head's argmax while reading a quarter of its bytes (model/screened_head.py); None = on for a float
+    model on CPU, where it was measured (benchmarks/RESULTS.md); False reads the float head every step.
     """
     mode = _sampling_mode(temperature, top_p)
+    screen = _head_screen(model, screen_head) if mode == _GREEDY else None
     if stop_strings and tokenizer is None:
         raise GenerationError("stop_strings need a tokenizer to decode the generated tokens")
     vocab = model.config.vocab_size
@@ -300,12 +299,12 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     with logical_sharding(mesh, DEFAULT_RULES):
         state = _prefill_program(model.module)(model.params, to_devices(ids, rows), to_devices(mask, rows),
                                                new_slots=bucket_length(max_new_tokens))
-        decode = _decode_program(model.module, mode)
+        decode = functools.partial(_decode_program(model.module, mode), model.params, screen)
         if stop_strings:
             tokens, steps = _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings,
                                                       tokenizer)
         else:
-            state = decode(model.params, state, jnp.int32(max_new_tokens), sampling)
+            state = decode(state, jnp.int32(max_new_tokens), sampling)
             tokens, steps = to_host(state.tokens)[:, :max_new_tokens], int(to_host(state.step))
     if stats is not None:
         stats.batches += 1
@@ -314,6 +313,17 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
         stats.prompts += len(counted)
         stats.new_tokens += int(_generated_lengths(counted, pad_id=model.config.pad_token_id).sum())
     return tokens
+
+
+def _head_screen(model: Model, wanted: Optional[bool]) -> Optional[HeadScreen]:
+    """The model's LM-head screen if greedy decoding should read it (see `generate`'s `screen_head`)."""
+    float_head = model.runtime.quantize == "none"
+    if wanted and not float_head:
+        raise GenerationError(f"screen_head needs a float LM head; this model's is quantized "
+                              f"({model.runtime.quantize}), and greedy decoding reads its int8 head directly")
+    if wanted is None:
+        wanted = float_head and jax.default_backend() == "cpu"
+    return model.head_screen() if wanted else None
 
 
 def _generated_lengths(tokens: np.ndarray, pad_id: int) -> np.ndarray:
@@ -368,7 +378,7 @@ def _decode_with_stop_strings(model: Model, state: _State, decode, sampling: _Sa
         state = state._replace(tokens=to_devices(tokens, state.tokens.sharding),
                                done=to_devices(done, state.done.sharding))
         limit = min(step + STOP_STRING_CHECK_EVERY, max_new_tokens)
-        state = decode(model.params, state, jnp.int32(limit), sampling)
+        state = decode(state, jnp.int32(limit), sampling)
 
 
 def generate_text(model: Model, tokenizer: "Tokenizer", prompts: Sequence[str], *, max_new_tokens: int,
@@ -414,7 +424,8 @@ def compile_ahead_of_time(module: OPTForCausalLM, params: Any, mesh: Mesh, batch
                           max_new_tokens: int) -> tuple[Any, Any]:
     """(prefill, greedy decode) compiled for abstract `params` (ShapeDtypeStructs with shardings) and a
     [batch, prompt] prompt — the programs `generate` would run, built without allocating a parameter, so the
-    planner (alert_jax/plan.py) can read their memory use for models larger than this machine."""
+    planner (alert_jax/plan.py) can read their memory use for models larger than this machine. Decoding reads
+    the float head, as `generate` does by default on the accelerators the planner sizes for (no head screen)."""
     rows = rows_sharding(mesh, batch)
     prompt_spec = jax.ShapeDtypeStruct((batch, prompt), jnp.int32, sharding=rows)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -428,5 +439,5 @@ def compile_ahead_of_time(module: OPTForCausalLM, params: Any, mesh: Mesh, batch
         state = jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
                              prefill.out_info, prefill.output_shardings)
         limit = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
-        decode = _decode_program(module, _GREEDY).lower(params, state, limit, sampling).compile()
+        decode = _decode_program(module, _GREEDY).lower(params, None, state, limit, sampling).compile()
     return prefill, decode

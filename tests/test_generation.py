@@ -14,7 +14,7 @@ import pytest
 import alert_jax
 from alert_jax.generation import (
     GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling,
-    bucket_length, first_argmax, generate, generate_text,
+    bucket_length, generate, generate_text,
 )
 from alert_jax.model.layout import to_layout
 
@@ -77,6 +77,23 @@ def test_greedy_matches_transformers_on_left_padded_batch(models):
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), ref)
 
 
+def test_greedy_through_the_head_screen_is_greedy_through_the_float_head(models, tmp_path):
+    """The int8 screen of the LM head (on by default on CPU) picks the float head's tokens: with and without it,
+    in float32 and bfloat16, with and without a stop token, pre-LN and post-LN with projections (whose head
+    reads the projected hidden state)."""
+    hf_model, model = models
+    ids, mask = left_padded_batch()
+    stop = int(hf_greedy(hf_model, ids, mask)[1, 2])
+    hf_model.save_pretrained(tmp_path)
+    for candidate in (model, alert_jax.load_model(tmp_path, dtype="bfloat16")):
+        for kwargs in ({}, {"stop_token_ids": (stop,)}):
+            screened = generate(candidate, ids, mask, max_new_tokens=NEW, screen_head=True, **kwargs)
+            np.testing.assert_array_equal(
+                screened, generate(candidate, ids, mask, max_new_tokens=NEW, screen_head=False, **kwargs))
+    with pytest.raises(GenerationError, match="screen_head needs a float LM head"):
+        generate(alert_jax.load_model(tmp_path, quantize="int8"), ids, mask, max_new_tokens=NEW, screen_head=True)
+
+
 def test_stop_token_is_kept_and_followed_by_padding_like_hf_eos(models):
     hf_model, model = models
     ids, mask = left_padded_batch()
@@ -111,7 +128,7 @@ def _scanned(model):
 
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch, scan_layers):
+def test_the_compiled_decode_step_never_copies_the_kv_cache_nor_sorts_the_vocabulary(post_ln, batch, scan_layers):
     """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
     gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
     each cache update twice, once per layout). A scanned decoder that scanned over a per-layer cache (in → out)
@@ -122,10 +139,12 @@ def test_the_compiled_decode_step_never_copies_the_kv_cache(post_ln, batch, scan
     state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
     sampling = _Sampling(jnp.zeros((model.config.vocab_size,), bool), jnp.float32(1.0), jnp.float32(1.0),
                          jax.random.PRNGKey(0))
-    hlo = _decode_program(model.module, "greedy").lower(model.params, state, jnp.int32(NEW), sampling).compile()
+    hlo = _decode_program(model.module, "greedy").lower(model.params, model.head_screen(), state, jnp.int32(NEW),
+                                                        sampling).compile()
     layer_shape = jax.tree.leaves(state.caches)[0].shape[-3:]  # [B·H, slots, D], stacked or not
     copies = re.findall(r"= f32\[([0-9,]+)\]\S* copy\(", hlo.as_text())
     assert [c for c in copies if tuple(map(int, c.split(",")))[-3:] == layer_shape] == [], copies
+    assert " sort(" not in hlo.as_text()  # the head screen's top-k stays a top-k, not a sort of the vocabulary
 
 
 def test_the_scanned_model_generates_what_the_unrolled_one_does(post_ln):
@@ -163,22 +182,6 @@ def test_tiny_temperature_or_tiny_top_p_is_greedy(post_ln):
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW, temperature=1e-4, seed=3), greedy)
     np.testing.assert_array_equal(
         generate(model, ids, mask, max_new_tokens=NEW, temperature=1.0, top_p=1e-6, seed=3), greedy)
-
-
-def test_first_argmax_is_argmax_with_ties_nans_and_infinities():
-    """Ties go to the first; a NaN anywhere wins (XLA:CPU's max may skip NaNs, argmax does not)."""
-    rng = np.random.RandomState(0)
-    x = rng.randn(7, 1000).astype(np.float32)
-    x[1, [3, 500, 999]] = 9.0  # tie: the first wins
-    x[2, [10, 20]] = np.nan  # a NaN row: the first NaN, as argmax gives
-    x[3, 5] = np.inf
-    x[4, :] = -np.inf  # nothing finite: index 0
-    x[5, :] = 0.0  # all equal
-    x[6, 999] = np.nan  # NaN as the last element beats every number
-    got = np.asarray(first_argmax(jnp.asarray(x)))
-    np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
-    np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
-    assert got.tolist()[1:7] == [3, 10, 5, 0, 0, 999]
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -13,8 +14,9 @@ import numpy as np
 
 from alert_jax.config import ModelConfig
 from alert_jax.errors import AlertJaxError
-from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params
+from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params, head_table
 from alert_jax.model.presets import OPTConfig
+from alert_jax.model.screened_head import HeadScreen, head_screen
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -26,10 +28,20 @@ class Model:
     config: OPTConfig
     params: Any
     runtime: RuntimeOptions = RuntimeOptions()
+    _screen: Optional[tuple[Any, HeadScreen]] = dataclasses.field(default=None, init=False, repr=False,
+                                                                  compare=False)
 
     @property
     def module(self) -> OPTForCausalLM:
         return OPTForCausalLM(self.config, self.runtime)
+
+    def head_screen(self) -> HeadScreen:
+        """The int8 screen of the float LM head that greedy decoding reads (model/screened_head.py), computed once
+        per head table, sharded as the table is, and computed afresh when `params` get a new table."""
+        table = head_table(self.params)
+        if self._screen is None or self._screen[0]() is not table:
+            self._screen = (weakref.ref(table), _screen_program(self.runtime.dtype)(table))
+        return self._screen[1]
 
 
 def dtype_from_name(name: str | Any) -> Any:
@@ -52,6 +64,11 @@ def init_params(config: OPTConfig, runtime: RuntimeOptions, seed: int = 0) -> An
     """Random params, initialised inside jit so only the final arrays are materialised."""
     module = OPTForCausalLM(config, runtime)
     return jax.jit(lambda key: nn.meta.unbox(boxed_params(module, key)))(jax.random.PRNGKey(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _screen_program(dtype: Any):
+    return jax.jit(functools.partial(head_screen, dtype=dtype))
 
 
 @functools.lru_cache(maxsize=32)

@@ -317,6 +317,10 @@ class OPTForCausalLM(nn.Module):
         return self.decoder.lm_head(h)
 
 
+def head_table(params: Any) -> jax.Array:
+    """The tied LM head's table [vocab, embed_dim] (the token embedding) in a params tree."""
+    return params["decoder"]["embed_tokens"]["embedding"]
+
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
     """HF OPT's positions: running count of real tokens minus one; padding gets -1 (table row 1)."""

@@ -24,7 +24,7 @@ Scales are per OUTPUT channel (one per column of a Dense kernel, one per vocabul
 most half its own step and a large channel never coarsens a small one. A channel that is all zeros gets scale 1.
 
 int8 kernels are stored [out, in] (a Dense kernel transposed; the embedding already is): both operands of
-`_int32_product` then contract their contiguous last axis. The layers declare the int8 tree with the
+`int32_product` then contract their contiguous last axis. The layers declare the int8 tree with the
 float layers' logical axis names (`scale` follows the output axis), so the partition rules shard a quantised
 model over a mesh exactly like its float32 original.
 """
@@ -110,7 +110,7 @@ def quantize_rows(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q, row_scale[:, None]
 
 
-def _int32_product(xq: jax.Array, q: jax.Array) -> jax.Array:
+def int32_product(xq: jax.Array, q: jax.Array) -> jax.Array:
     """int8 xq [rows, in] · int8 q [out, in]ᵀ → int32 [rows, out].
 
     The int32 accumulator holds any OPT width: 127² × 49152 (175B's ffn) < 2³¹. XLA-CPU's int8 matrix-vector
@@ -127,23 +127,30 @@ def w8a8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array:
     row and output scales applied to the int32 result: float32 [..., out]."""
     rows = x.size // x.shape[-1]
     xq, row_scale = quantize_rows(x.reshape(rows, x.shape[-1]))
-    y = _int32_product(xq, q).astype(jnp.float32) * row_scale * scale.astype(jnp.float32)
+    y = int32_product(xq, q).astype(jnp.float32) * row_scale * scale.astype(jnp.float32)
     return y.reshape(*x.shape[:-1], q.shape[0])
+
+
+def split_rows(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [rows, in] as two stacked int8 parts, `x ≈ hi · s_hi + lo · s_lo`: (int8 [2·rows, in] = hi over lo,
+    s_hi [rows, 1], s_lo [rows, 1]). `lo` is the int8-quantised remainder, at most s_hi / 2 = max|x| / 254 per
+    element, so what is left after it is at most max|x| / 254² — activations to ~15 bits."""
+    x = x.astype(jnp.float32)
+    hi, s_hi = quantize_rows(x)
+    lo, s_lo = quantize_rows(x - hi.astype(jnp.float32) * s_hi)
+    return jnp.concatenate([hi, lo]), s_hi, s_lo
 
 
 def split_int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array:
     """The weight-only product x [rows, in] · (q · scale)ᵀ through int8 arithmetic, for XLA-CPU at few rows.
 
-    x is split into an int8 part and the int8-quantised remainder, `x ≈ hi · s_hi + lo · s_lo`, and both go
-    through one int8 × int8 product (the rows stacked). The remainder is at most s_hi / 2 = max|x| / 254 per
-    element, so what is left after `lo` is at most max|x| / 254² — activations to ~15 bits, far finer than the
-    int8 weight. At one row the stack is the two rows XLA-CPU's int8 product wants anyway.
+    x is split into an int8 part and the int8-quantised remainder (`split_rows`), and both go through one
+    int8 × int8 product (the rows stacked): activations to ~15 bits, far finer than the int8 weight. At one row
+    the stack is the two rows XLA-CPU's int8 product wants anyway.
     """
     rows = x.shape[0]
-    x = x.astype(jnp.float32)
-    hi, s_hi = quantize_rows(x)
-    lo, s_lo = quantize_rows(x - hi.astype(jnp.float32) * s_hi)
-    acc = _int32_product(jnp.concatenate([hi, lo]), q).astype(jnp.float32)
+    parts, s_hi, s_lo = split_rows(x)
+    acc = int32_product(parts, q).astype(jnp.float32)
     return (acc[:rows] * s_hi + acc[rows:] * s_lo) * scale.astype(jnp.float32)
 
 
