@@ -5,6 +5,8 @@ of new tokens, no early stop. Peers run only when installed (`pip install -e ".[
 (PyTorch), ctranslate2 fp32 and int8, keras-hub's OPT on the JAX backend. The systems take turns (interleaved
 rounds, so background load hits all alike) and each one's median is reported; fp32 peers are checked token for
 token against alert_jax fp32 (int8 rows report their agreement with it too — quantisation may change tokens).
+alert_jax fp32 is greedy `generate` as it runs by default on CPU, through the int8 screen of the LM head (the
+float head's tokens, model/screened_head.py); "fp32, float head" reads the float32 head every step.
 First calls (compiles, graph builds) are timed apart and excluded. Appends one table per batch size to
 benchmarks/RESULTS.md with the machine, versions, date and load.
 
@@ -67,9 +69,11 @@ def alert_jax_runners(hf_dir: Path, new: int) -> dict[str, Runner]:
     from alert_jax.model.io import quantize_model
 
     fp32 = alert_jax.load_model(hf_dir)
-    models = {"fp32": fp32, "int8": quantize_model(fp32, mode="int8"), "w8a8": quantize_model(fp32, mode="w8a8")}
-    return {f"alert_jax {name}": (lambda ids, mask, model=model: generate(model, ids, mask, max_new_tokens=new))
-            for name, model in models.items()}
+    runs = {"fp32": (fp32, None), "fp32, float head": (fp32, False), "int8": (quantize_model(fp32, mode="int8"), None),
+            "w8a8": (quantize_model(fp32, mode="w8a8"), None)}
+    return {f"alert_jax {name}": (lambda ids, mask, model=model, screen=screen:
+                                  generate(model, ids, mask, max_new_tokens=new, screen_head=screen))
+            for name, (model, screen) in runs.items()}
 
 
 def transformers_runner(model, new: int, threads: int) -> dict[str, Runner]:
@@ -183,6 +187,8 @@ def main() -> None:
             f"- model: random OPT, {args.shape} widths, {args.layers} layers (hidden {config.hidden_size}, ffn "
             f"{config.ffn_dim}, vocab {config.vocab_size}); prompts {args.prompt_len // 2}..{args.prompt_len} tokens, "
             f"left padded; greedy, no early stop; median of {args.repeats} interleaved rounds",
+            "- alert_jax fp32 decodes through the LM head's int8 screen (its default on CPU; the float head's tokens); "
+            "'fp32, float head' reads the float32 head every step",
             f"- {load.text()} on {threads} cores",
             *([f"- not run: {'; '.join(skipped)}"] if skipped else []),
             "",

@@ -81,10 +81,18 @@ def test_decode_step_bytes_are_the_weights_and_the_whole_bucketed_kv_cache():
         (TINY_READ_PARAMS + kv_values) * 2
 
 
+def test_a_screened_step_reads_the_head_screen_and_the_candidate_rows_instead_of_the_float_head():
+    kv_bytes = 2 * 2 * 3 * (40 + 1) * 8 * 4
+    head, screen = 16 * 8 * 4, 16 * 8 + 3 * 16 * 4  # int8 table; scale, norm and error per vocabulary row
+    candidates = 3 * 15 * 8 * 4  # every other token (vocabulary 16 < CANDIDATES + 1) for each of 3 rows
+    assert decode_step.decode_step_bytes(tiny_model(), 3, 20, 5, screen_head=True) == \
+        TINY_READ_PARAMS * 4 - head + screen + candidates + kv_bytes
+
+
 def test_decode_step_seconds_drop_prefill_and_compiles(clock, monkeypatch):
     compiled = set()
 
-    def fake_generate(model, ids, mask, *, max_new_tokens):
+    def fake_generate(model, ids, mask, *, max_new_tokens, screen_head):
         assert ids.shape == mask.shape == (2, 12)
         clock[0] += (0 if max_new_tokens in compiled else 1000) + 7.0 + 0.25 * max_new_tokens  # compile, prefill, steps
         compiled.add(max_new_tokens)
