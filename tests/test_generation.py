@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 import alert_jax
+from alert_jax.config import MeshConfig
 from alert_jax.generation import (
     GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling,
     bucket_length, generate, generate_text,
 )
 from alert_jax.model.layout import to_layout
+from alert_jax.parallel.mesh import make_mesh
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -90,6 +92,11 @@ def test_greedy_through_the_head_screen_is_greedy_through_the_float_head(models,
             screened = generate(candidate, ids, mask, max_new_tokens=NEW, screen_head=True, **kwargs)
             np.testing.assert_array_equal(
                 screened, generate(candidate, ids, mask, max_new_tokens=NEW, screen_head=False, **kwargs))
+    mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
+    sharded = alert_jax.load_model(tmp_path, mesh=mesh)  # the head table, so its screen, split over the mesh
+    assert not sharded.head_screen().weights.sharding.is_fully_replicated
+    np.testing.assert_array_equal(generate(sharded, ids, mask, max_new_tokens=NEW, screen_head=True),
+                                  generate(model, ids, mask, max_new_tokens=NEW, screen_head=False))
     with pytest.raises(GenerationError, match="screen_head needs a float LM head"):
         generate(alert_jax.load_model(tmp_path, quantize="int8"), ids, mask, max_new_tokens=NEW, screen_head=True)
 
