@@ -40,7 +40,7 @@ def screened_weight_bytes(model: Model, batch: int) -> int:
     the float head."""
     head = head_table(model.params)
     screen = jax.eval_shape(lambda table: head_screen(table, model.runtime.dtype), head)
-    candidates = batch * min(CANDIDATES, head.shape[0] - 1) * head.shape[1] * head.dtype.itemsize
+    candidates = batch * min(CANDIDATES, head.shape[0]) * head.shape[1] * head.dtype.itemsize
     return weight_bytes(model) - head.size * head.dtype.itemsize + tree_bytes(screen) + candidates
 
 

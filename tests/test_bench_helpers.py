@@ -84,7 +84,7 @@ def test_decode_step_bytes_are_the_weights_and_the_whole_bucketed_kv_cache():
 def test_a_screened_step_reads_the_head_screen_and_the_candidate_rows_instead_of_the_float_head():
     kv_bytes = 2 * 2 * 3 * (40 + 1) * 8 * 4
     head, screen = 16 * 8 * 4, 16 * 8 + 3 * 16 * 4  # int8 table; scale, norm and error per vocabulary row
-    candidates = 3 * 15 * 8 * 4  # every other token (vocabulary 16 < CANDIDATES + 1) for each of 3 rows
+    candidates = 3 * 16 * 8 * 4  # every token (vocabulary 16 < CANDIDATES) for each of 3 rows
     assert decode_step.decode_step_bytes(tiny_model(), 3, 20, 5, screen_head=True) == \
         TINY_READ_PARAMS * 4 - head + screen + candidates + kv_bytes
 
