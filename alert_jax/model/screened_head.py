@@ -18,9 +18,9 @@ The bound, for one hidden row x and a vocabulary row w (both as the head compute
 Every token's float logit is therefore below its upper bound `screen + radius`. The candidates are the
 `CANDIDATES` tokens with the largest upper bounds; their logits are recomputed from their float rows, and if
 the best of them (less its own rounding bound) beats the least of the candidates' upper bounds, which no token
-outside them exceeds, no token outside the candidates can be the float head's argmax. Among the candidates the first maximum wins, as `first_argmax` picks; two candidates
-within float32 rounding of each other may be ordered differently by another summation order — the same freedom
-any two float32 matmul implementations have.
+outside them exceeds, no token outside the candidates can be the float head's argmax. Among the candidates the
+first maximum wins, as `first_argmax` picks; two candidates within float32 rounding of each other may be
+ordered differently by another summation order — the same freedom any two float32 matmul implementations have.
 """
 from __future__ import annotations
 
