@@ -76,10 +76,9 @@ def main() -> None:
     print("| weights | batch | MB/step | GFLOP/step | floor ms | measured ms/step | % of roofline |")
     print("|---|---|---|---|---|---|---|")
     base = Model(cfg, init_params(cfg, RuntimeOptions()))
-    rows = [(mode, None) for mode in args.quantize.split(",")]
-    if "none" in args.quantize.split(","):  # float32 both ways: through the LM head's int8 screen, and not
-        rows[rows.index(("none", None))] = ("none", True)
-        rows.insert(rows.index(("none", True)) + 1, ("none", False))
+    # float32 runs both ways, through the LM head's int8 screen and not; int8 models have no screen
+    rows = [(mode, screen) for mode in args.quantize.split(",") for screen in ((True, False) if mode == "none"
+                                                                                 else (None,))]
     for mode, screen_head in rows:
         model = base if mode == "none" else quantize_model(base, mode=mode)
         name = {None: mode, True: "fp32, head screen", False: "fp32, float head"}[screen_head]

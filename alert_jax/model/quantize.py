@@ -141,6 +141,14 @@ def split_rows(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return jnp.concatenate([hi, lo]), s_hi, s_lo
 
 
+def join_split(stacked: jax.Array, s_hi: jax.Array, s_lo: jax.Array) -> jax.Array:
+    """`hi · s_hi + lo · s_lo` in float32 for a [2·rows, …] stack of `split_rows`' two parts, or of their
+    products with a weight (the split is linear, so both recombine alike)."""
+    rows = s_hi.shape[0]
+    stacked = stacked.astype(jnp.float32)
+    return stacked[:rows] * s_hi + stacked[rows:] * s_lo
+
+
 def split_int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array:
     """The weight-only product x [rows, in] · (q · scale)ᵀ through int8 arithmetic, for XLA-CPU at few rows.
 
@@ -148,10 +156,8 @@ def split_int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array
     int8 × int8 product (the rows stacked): activations to ~15 bits, far finer than the int8 weight. At one row
     the stack is the two rows XLA-CPU's int8 product wants anyway.
     """
-    rows = x.shape[0]
     parts, s_hi, s_lo = split_rows(x)
-    acc = int32_product(parts, q).astype(jnp.float32)
-    return (acc[:rows] * s_hi + acc[rows:] * s_lo) * scale.astype(jnp.float32)
+    return join_split(int32_product(parts, q), s_hi, s_lo) * scale.astype(jnp.float32)
 
 
 class Int8Dense(nn.Module):

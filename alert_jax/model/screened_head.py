@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from alert_jax.model.quantize import int32_product, quantize_weight, split_rows
+from alert_jax.model.quantize import int32_product, join_split, quantize_weight, split_rows
 
 CANDIDATES = 64  # float rows recomputed per step: 64 × d floats, ~0.2 MB at d = 768, ~1/250 of the head
 
@@ -67,11 +67,9 @@ def first_argmax(x: jax.Array) -> jax.Array:
 def upper_bounds(x: jax.Array, screen: HeadScreen) -> tuple[jax.Array, jax.Array]:
     """(upper bound [B, vocab] on every float logit of float32 rows x [B, d], the rounding bound [B, 1]: to be
     multiplied by a row's ‖w‖), from one int8 × int8 product with the screen (see the module docstring)."""
-    batch = x.shape[0]
     parts, s_hi, s_lo = split_rows(x)
-    approx = parts[:batch].astype(jnp.float32) * s_hi + parts[batch:].astype(jnp.float32) * s_lo
-    products = int32_product(parts, screen.weights).astype(jnp.float32)
-    screened = (products[:batch] * s_hi + products[batch:] * s_lo) * screen.scale
+    approx = join_split(parts, s_hi, s_lo)
+    screened = join_split(int32_product(parts, screen.weights), s_hi, s_lo) * screen.scale
     rounding = (x.shape[-1] + 16) * 2.0**-23 * jnp.linalg.norm(x, axis=-1, keepdims=True)
     x_error = jnp.linalg.norm(x - approx, axis=-1, keepdims=True)
     radius = (x_error + rounding) * screen.norm + jnp.linalg.norm(approx, axis=-1, keepdims=True) * screen.error
