@@ -34,6 +34,7 @@ import numpy as np
 
 from alert_jax.config import ExperimentConfig, load_config
 from alert_jax.model.model import Model
+from alert_jax.model.opt import head_table
 from alert_jax.parallel.mesh import devices_for, make_mesh
 from alert_jax.parallel.rules import DEFAULT_RULES, logical_sharding
 from alert_jax.plan import HARDWARE, Hardware, abstract_params, analytic_flops_per_token, train_program
@@ -86,7 +87,7 @@ def bench_train(cfg: ExperimentConfig, mesh, steps: int) -> dict[str, float]:
     state = abstract_state._replace(params=materialise(abstract_state.params),
                                     opt_state=materialise(abstract_state.opt_state, scale=0.0))
     state = state._replace(step=materialise(state.step, scale=0.0))
-    batch = random_rows(abstract_batch, abstract_state.params["decoder"]["embed_tokens"]["embedding"].shape[0])
+    batch = random_rows(abstract_batch, head_table(abstract_state.params).shape[0])
     with logical_sharding(mesh, DEFAULT_RULES):
         start = time.perf_counter()
         state, metrics = step(state, batch)
