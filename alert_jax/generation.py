@@ -11,10 +11,12 @@ Why it is shaped this way (CPU, GPU and TPU alike, generation is dominated by fi
   computes no logits (so greedy and sampling share its compile). Decoding is a `jax.lax.while_loop` inside one
   more jitted call that stops as soon as every row is done, with the cache (rows × heads first, see `LayerCache`)
   carried and donated through the loop: no host round-trip per token, and no LM pass after the last token.
-* Each step's token comes from the pending hidden state through the LM head. Greedy decoding on CPU reads an int8
-  screen of the head instead of the float head and proves its token is the float head's argmax
-  (model/screened_head.py), reading the float head only when it cannot (a 6-layer opt-125m-shaped step: 14.6 →
-  11.5 ms at batch 1, 28.0 → 24.4 ms at batch 8; benchmarks/RESULTS.md).
+* Each step's token comes from the pending hidden state through the LM head, computed vocabulary-major ([V, B]:
+  faster on XLA:CPU). Greedy decoding of a few rows on CPU reads an int8 screen of the head instead of the float
+  head and proves its token is the float head's argmax (model/screened_head.py), reading the float head only
+  when it cannot (a 6-layer opt-125m-shaped step at batch 1: 14.6 → 11.5 ms; benchmarks/RESULTS.md).
+* On CPU the decode loop runs a copy of the model whose dense kernels are stored [out, in] (`OutInDense`), which
+  XLA:CPU multiplies by a few rows faster; the prompt pass, a big product, keeps them [in, out].
 * Stop tokens are checked on device (a `[vocab]` boolean table). Stop strings need the tokenizer, which lives on
   the host, so with stop strings the decode loop runs in chunks of `STOP_STRING_CHECK_EVERY` tokens and the host
   marks rows whose text contains a stop string as done between chunks; without stop strings the decode is one call.
@@ -36,7 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from alert_jax import host_memory
 from alert_jax.errors import AlertJaxError
+from alert_jax.model import layout
 from alert_jax.model.io import mesh_of
 from alert_jax.model.model import Model
 from alert_jax.parallel.rules import DEFAULT_RULES, batch_sharding, logical_sharding
@@ -50,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 MIN_BUCKET = 16
 STOP_STRING_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
+# Greedy decoding on CPU reads the LM head's int8 screen up to this many rows: XLA:CPU's int8 product gains
+# little on more rows, and the float head (vocabulary-major) is as fast at 4 rows and faster at 8
+# (benchmarks/RESULTS.md).
+SCREEN_MAX_ROWS = 4
 _GREEDY, _SAMPLE, _SAMPLE_TOP_P = "greedy", "sample", "sample_top_p"
 
 
@@ -102,24 +110,24 @@ class _Sampling(NamedTuple):
 
 def _nucleus_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
     """Keep the smallest set of most likely tokens whose probability reaches `top_p` (always the top one; tokens
-    tied with the least likely kept one are kept too).
+    tied with the least likely kept one are kept too), in each column of vocabulary-major logits [V, B].
 
     Without sorting the vocabulary: the kept tokens are those with probability ≥ t, where t is the smallest
     probability whose strictly more likely mass is below `top_p`. Non-negative float32s order as their int32 bit
-    patterns, so t is found exactly by bisecting the bits — `_PROBABILITY_BISECTIONS` masked sums over [B, V].
+    patterns, so t is found exactly by bisecting the bits — `_PROBABILITY_BISECTIONS` masked sums over [V, B].
     A sort of [B, 50272] took 12.7 ms per step at batch 1 and 103 ms at batch 8 on XLA:CPU, more than the
     decode step itself.
     """
-    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jax.nn.softmax(logits, axis=0)
     bits = jax.lax.bitcast_convert_type(probs, jnp.int32)
 
     def halve(_, bounds):
         too_low, threshold = bounds  # mass above `threshold` < top_p ≤ mass above `too_low` (or too_low = -1)
         middle = too_low + (threshold - too_low) // 2
-        fits = jnp.sum(jnp.where(bits > middle, probs, 0.0), axis=-1, keepdims=True) < top_p
+        fits = jnp.sum(jnp.where(bits > middle, probs, 0.0), axis=0, keepdims=True) < top_p
         return jnp.where(fits, too_low, middle), jnp.where(fits, middle, threshold)
 
-    start = (jnp.full(probs.shape[:-1] + (1,), -1, jnp.int32), jnp.max(bits, axis=-1, keepdims=True))
+    start = (jnp.full((1,) + probs.shape[1:], -1, jnp.int32), jnp.max(bits, axis=0, keepdims=True))
     _, threshold = jax.lax.fori_loop(0, _PROBABILITY_BISECTIONS, halve, start)
     return jnp.where(bits >= threshold, logits, -jnp.inf)
 
@@ -128,14 +136,15 @@ _PROBABILITY_BISECTIONS = (int(np.float32(1.0).view(np.int32)) + 1).bit_length()
 
 
 def _choose(logits: jax.Array, step: jax.Array, sampling: _Sampling, mode: str) -> jax.Array:
-    """Next token per row from float32 logits [B, V]."""
+    """Next token per row from vocabulary-major float32 logits [V, B] (the layout `vocab_major_logits` gives)."""
     if mode == _GREEDY:
-        return first_argmax(logits)
+        return first_argmax(logits, axis=0)
     scaled = logits / sampling.temperature
     if mode == _SAMPLE_TOP_P:
         scaled = _nucleus_filter(scaled, sampling.top_p)
     key = jax.random.fold_in(sampling.key, step)
-    return first_argmax(scaled + jax.random.gumbel(key, scaled.shape, scaled.dtype))  # Gumbel-max: a softmax draw
+    noise = jax.random.gumbel(key, scaled.shape[::-1], scaled.dtype).T  # drawn [B, V]: a row's draws keep their seed
+    return first_argmax(scaled + noise, axis=0)  # Gumbel-max: a softmax draw
 
 
 def _emit(module: OPTForCausalLM, params, screen: Optional[HeadScreen], state: _State, sampling: _Sampling,
@@ -143,8 +152,7 @@ def _emit(module: OPTForCausalLM, params, screen: Optional[HeadScreen], state: _
     """Append one token per row from the pending hidden state (pad for finished rows); update which rows are
     finished. Greedy with a `screen` reads the int8 screen of the LM head instead of the float head
     (model/screened_head.py: the same tokens); everything else computes the float logits."""
-    full_logits = lambda hidden: module.apply({"params": params}, hidden[:, None],
-                                              method=OPTForCausalLM.logits_from_hidden)[:, 0]
+    full_logits = lambda hidden: module.apply({"params": params}, hidden, method=OPTForCausalLM.vocab_major_logits)
     if mode == _GREEDY and screen is not None:
         choice, _ = screened_argmax(state.hidden, head_table(params), screen, state.done, full_logits)
     else:
@@ -271,7 +279,8 @@ def _stop_string_end(tokens: np.ndarray, start: int, stop_strings: Sequence[str]
 def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, stop_token_ids: Sequence[int] = (), stop_strings: Sequence[str] = (),
              tokenizer: Optional["Tokenizer"] = None, stats: Optional[GenerationStats] = None,
-             real_rows: Optional[int] = None, screen_head: Optional[bool] = None) -> np.ndarray:
+             real_rows: Optional[int] = None, screen_head: Optional[bool] = None,
+             out_in_kernels: Optional[bool] = None) -> np.ndarray:
     """New tokens [B, max_new_tokens] for a LEFT-padded batch; `config.pad_token_id` after a row stops.
 
     `temperature=0` is greedy (argmax); otherwise tokens are sampled from softmax(logits / temperature),
@@ -282,10 +291,17 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
 
     `screen_head` (greedy only): pick each token through the int8 screen of the float LM head, which gives the
     float head's argmax while reading a quarter of its bytes (model/screened_head.py); None = on for a float
-    model on CPU, where it was measured (benchmarks/RESULTS.md); False reads the float head every step.
+    model on CPU at up to `SCREEN_MAX_ROWS` rows, where it was measured to pay (benchmarks/RESULTS.md); False
+    reads the float head every step.
+
+    `out_in_kernels`: decode through a copy of the dense kernels stored [out, in] (`Model.with_out_in_kernels`,
+    made once per model), which XLA:CPU multiplies by a few rows faster (`OutInDense`); the prompt pass keeps the
+    kernels as they are. None = on for a float model on CPU when the copy takes at most half the host's available
+    memory; off elsewhere (accelerator libraries read either layout at full speed).
     """
     mode = _sampling_mode(temperature, top_p)
-    screen = _head_screen(model, screen_head) if mode == _GREEDY else None
+    screen = _head_screen(model, screen_head, len(input_ids)) if mode == _GREEDY else None
+    decoding = _decoding_model(model, out_in_kernels)
     if stop_strings and tokenizer is None:
         raise GenerationError("stop_strings need a tokenizer to decode the generated tokens")
     vocab = model.config.vocab_size
@@ -303,7 +319,7 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     with logical_sharding(mesh, DEFAULT_RULES):
         state = _prefill_program(model.module)(model.params, to_devices(ids, rows), to_devices(mask, rows),
                                                new_slots=bucket_length(max_new_tokens))
-        decode = functools.partial(_decode_program(model.module, mode), model.params, screen)
+        decode = functools.partial(_decode_program(decoding.module, mode), decoding.params, screen)
         if stop_strings:
             tokens, steps = _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings,
                                                       tokenizer)
@@ -319,15 +335,40 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     return tokens
 
 
-def _head_screen(model: Model, wanted: Optional[bool]) -> Optional[HeadScreen]:
+def _head_screen(model: Model, wanted: Optional[bool], rows: int) -> Optional[HeadScreen]:
     """The model's LM-head screen if greedy decoding should read it (see `generate`'s `screen_head`)."""
     float_head = model.runtime.quantize == "none"
     if wanted and not float_head:
         raise GenerationError(f"screen_head needs a float LM head; this model's is quantized "
                               f"({model.runtime.quantize}), and greedy decoding reads its int8 head directly")
     if wanted is None:
-        wanted = float_head and jax.default_backend() == "cpu"
+        wanted = float_head and jax.default_backend() == "cpu" and rows <= SCREEN_MAX_ROWS
     return model.head_screen() if wanted else None
+
+
+def _decoding_model(model: Model, wanted: Optional[bool]) -> Model:
+    """The model the decode loop runs: `model`, or its twin with [out, in] kernels (see `generate`'s
+    `out_in_kernels`)."""
+    float_kernels = model.runtime.quantize == "none"
+    if wanted and not float_kernels:
+        raise GenerationError(f"out_in_kernels needs float kernels; this model's are quantized "
+                              f"({model.runtime.quantize}), stored int8 [out, in] already")
+    if wanted is None:
+        wanted = float_kernels and jax.default_backend() == "cpu" and _copy_fits(model)
+    return model.with_out_in_kernels() if wanted else model
+
+
+def _copy_fits(model: Model) -> bool:
+    """Whether a copy of the model's kernels (this host's shards of them) takes at most half the host's available
+    memory, so that the faster decode never pushes an evaluation that fits into swapping or running out."""
+    copy = sum(shard.data.nbytes for kernel in layout.kernels(model.params).values()
+               for shard in kernel.addressable_shards)
+    available = host_memory.available_bytes()
+    fits = available is not None and 2 * copy <= available
+    if not fits:
+        logger.info("decoding through the [in, out] kernels: a [out, in] copy (%.1f GB) would not fit in half of "
+                    "the available host memory", copy / 1e9)
+    return fits
 
 
 def _generated_lengths(tokens: np.ndarray, pad_id: int) -> np.ndarray:

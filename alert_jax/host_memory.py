@@ -91,3 +91,16 @@ def configure(setting: str | None = None) -> bool:
     if setting == "system" or (setting == "auto" and accelerator_expected()):
         return False
     return keep_freed_memory()
+
+
+def available_bytes() -> int | None:
+    """Memory this host can still hand out without swapping (MemAvailable of /proc/meminfo); None where the
+    system does not say. What decides whether an optional copy of the weights is worth making (generation.py)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

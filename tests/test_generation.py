@@ -138,17 +138,21 @@ def _scanned(model):
                                runtime=dataclasses.replace(model.runtime, scan_layers=True))
 
 
+@pytest.mark.parametrize("out_in", [False, True], ids=["in_out", "out_in"])
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_compiled_decode_step_never_copies_the_kv_cache_nor_sorts_the_vocabulary(post_ln, batch, scan_layers):
+def test_the_compiled_decode_step_never_copies_the_kv_cache_nor_sorts_the_vocabulary(post_ln, batch, scan_layers,
+                                                                                     out_in):
     """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
     gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
     each cache update twice, once per layout). A scanned decoder that scanned over a per-layer cache (in → out)
-    copied each layer's cache twice and the whole stacked cache three times per step."""
+    copied each layer's cache twice and the whole stacked cache three times per step. Both kernel layouts the
+    decode loop may run (`out_in`: the CPU default)."""
     _, model = post_ln
     model = _scanned(model) if scan_layers else model
     ids = np.full((batch, 8), 5, np.int32)
     state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
+    model = model.with_out_in_kernels() if out_in else model
     sampling = _Sampling(jnp.zeros((model.config.vocab_size,), bool), jnp.float32(1.0), jnp.float32(1.0),
                          jax.random.PRNGKey(0))
     hlo = _decode_program(model.module, "greedy").lower(model.params, model.head_screen(), state, jnp.int32(NEW),
@@ -198,7 +202,7 @@ def test_tiny_temperature_or_tiny_top_p_is_greedy(post_ln):
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     logits = np.log(np.array([[0.05, 0.5, 0.15, 0.3]], np.float32))
-    kept = lambda p: np.isfinite(np.asarray(_nucleus_filter(logits, np.float32(p))))[0].tolist()
+    kept = lambda p: np.isfinite(np.asarray(_nucleus_filter(logits.T, np.float32(p))))[:, 0].tolist()
     assert kept(0.7) == [False, True, False, True]  # 0.5 + 0.3 ≥ 0.7
     assert kept(0.5) == [False, True, False, False]  # 0.5 alone reaches 0.5
     assert kept(0.81) == [False, True, True, True]
@@ -223,7 +227,7 @@ def test_nucleus_filter_equals_the_sorted_definition():
     logits = rng.randn(6, 50272).astype(np.float32) * np.array([[0.3], [1.0], [2.0], [4.0], [8.0], [16.0]], np.float32)
     compared = 0
     for top_p in (0.05, 0.3, 0.5, 0.9, 0.99):
-        got = np.isfinite(np.asarray(_nucleus_filter(jnp.asarray(logits), np.float32(top_p))))
+        got = np.isfinite(np.asarray(_nucleus_filter(jnp.asarray(logits.T), np.float32(top_p)))).T
         for row in range(len(logits)):
             want, margin = _sorted_nucleus(logits[row].astype(np.float64), top_p)
             if margin > 1e-6:
@@ -236,7 +240,7 @@ def test_nucleus_filter_equals_the_sorted_definition():
 
 def test_nucleus_keeps_every_token_tied_with_the_last_one_kept():
     logits = np.log(np.array([[0.125, 0.25, 0.125, 0.25, 0.125, 0.125]], np.float32))
-    kept = lambda p: np.isfinite(np.asarray(_nucleus_filter(logits, np.float32(p))))[0].tolist()  # noqa: E731
+    kept = lambda p: np.isfinite(np.asarray(_nucleus_filter(logits.T, np.float32(p))))[:, 0].tolist()  # noqa: E731
     assert kept(0.2) == [False, True, False, True, False, False]  # one 0.25 reaches it; its twin is tied
     assert kept(0.6) == [True] * 6  # 0.5 + one 0.125 reaches it; the other three 0.125s are tied
     for p in (0.2, 0.4, 0.6, 0.7):
@@ -252,7 +256,7 @@ def test_sampled_tokens_follow_the_tempered_softmax(top_p):
     mode = "sample" if top_p == 1.0 else "sample_top_p"
     sampling = _Sampling(jnp.zeros(5, bool), jnp.float32(temperature), jnp.float32(top_p), jax.random.PRNGKey(7))
     choose = jax.jit(lambda x, step: _choose(x, step, sampling, mode))
-    tokens = np.asarray(choose(jnp.asarray(logits), jnp.int32(0)))
+    tokens = np.asarray(choose(jnp.asarray(logits.T), jnp.int32(0)))
     probs = np.exp(logits[0] / temperature) / np.exp(logits[0] / temperature).sum()
     if top_p < 1:
         probs *= _sorted_nucleus(logits[0].astype(np.float64) / temperature, top_p)[0]
@@ -261,7 +265,7 @@ def test_sampled_tokens_follow_the_tempered_softmax(top_p):
     error = np.sqrt(probs * (1 - probs) / len(tokens))
     assert (np.abs(frequencies - probs) <= 5 * error + 1e-12).all(), (frequencies, probs)
     assert (frequencies[probs == 0] == 0).all() and (probs == 0).any() == (top_p < 1)
-    following = np.asarray(choose(jnp.asarray(logits), jnp.int32(1)))
+    following = np.asarray(choose(jnp.asarray(logits.T), jnp.int32(1)))
     assert 0.2 < (following == tokens).mean() < 0.5  # Σp² ≈ 0.3 for independent draws
 
 

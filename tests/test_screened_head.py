@@ -14,8 +14,9 @@ VOCAB, WIDTH = 3000, 96
 
 
 def _full_logits(table):
-    """The float head as `OPTDecoder.lm_head` computes it: the table in the hidden rows' dtype, float32 sums."""
-    return lambda hidden: jnp.einsum("bd,vd->bv", hidden, table.astype(hidden.dtype),
+    """The float head as `OPTDecoder.lm_head` computes it for decoding: the table in the hidden rows' dtype, float32
+    sums, vocabulary-major logits [vocab, B]."""
+    return lambda hidden: jnp.einsum("vd,bd->vb", table.astype(hidden.dtype), hidden,
                                      preferred_element_type=jnp.float32)
 
 
@@ -25,7 +26,7 @@ def _screened(hidden, table, ignore=None, dtype=jnp.float32, candidates=16):
     ignore = jnp.zeros(hidden.shape[0], bool) if ignore is None else jnp.asarray(ignore)
     run = jax.jit(lambda h, t, s, i: screened_argmax(h, t, s, i, _full_logits(t), candidates=candidates))
     token, decided = run(hidden, table, head_screen(table, dtype), ignore)
-    return np.asarray(token), bool(decided), np.asarray(first_argmax(_full_logits(table)(hidden)))
+    return np.asarray(token), bool(decided), np.asarray(first_argmax(_full_logits(table)(hidden), axis=0))
 
 
 def _table(rng, scale=0.02):
@@ -82,7 +83,7 @@ def test_upper_bounds_cover_the_float_heads_rounding():
     table = (rng.randint(-127, 128, (VOCAB, WIDTH)) * np.float32(0.013 / 127)).astype(np.float32)
     table[:, 0] = np.float32(0.013)
     upper, _ = upper_bounds(jnp.asarray(x), head_screen(jnp.asarray(table), jnp.float32))
-    float_head = np.asarray(_full_logits(jnp.asarray(table))(jnp.asarray(x)))
+    float_head = np.asarray(_full_logits(jnp.asarray(table))(jnp.asarray(x))).T
     assert (np.asarray(upper) >= float_head).all()
 
 
@@ -138,3 +139,4 @@ def test_first_argmax_is_argmax_with_ties_nans_and_infinities():
     np.testing.assert_array_equal(got, np.argmax(x, axis=-1))
     np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
     assert got.tolist()[1:7] == [3, 10, 5, 0, 0, 999]
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(x.T), axis=0)), got)  # vocabulary-major

@@ -1,4 +1,5 @@
-"""Per-layer ⇄ stacked decoder params: the two layouts of one model (`model.scan_layers`).
+"""Per-layer ⇄ stacked decoder params: the two layouts of one model (`model.scan_layers`); and dense kernels
+[in, out] → [out, in] (`kernel_layout`), the copy CPU decoding reads.
 
 Unrolled params hold `decoder/layers_<i>/…`; scanned params hold `decoder/layers/…` with every leaf stacked on
 a leading layer axis. Checkpoint formats (HF, metaseq, native) are all written and read per layer — the
@@ -12,11 +13,14 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
+from jax.sharding import NamedSharding, PartitionSpec
 
 from alert_jax.errors import AlertJaxError
 
 STACKED = "layers"
 PER_LAYER = "layers_"
+KERNEL = "kernel"  # the leaf name of every dense kernel (nn.Dense, OutInDense, Int8Dense)
 
 
 def is_stacked(params: Any) -> bool:
@@ -68,3 +72,26 @@ def param_at(params: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         node = node[key]
     return node
+
+
+def kernels(params: Any) -> dict[tuple[str, ...], jax.Array]:
+    """Every dense kernel in `params`, by path."""
+    return {path: leaf for path, leaf in traverse_util.flatten_dict(params).items() if path[-1] == KERNEL}
+
+
+def transpose_kernels(params: Any) -> Any:
+    """`params` with every dense kernel [..., in, out] stored as [..., out, in] (`RuntimeOptions.kernel_layout =
+    "out_in"`; a stacked kernel keeps its leading layer axis). Each is transposed shard-wise under jit: a kernel
+    split over a mesh stays split, its two axes' specs swapped. Every other leaf is the same array, not a copy."""
+    moving = kernels(params)
+    shardings = {path: _swapped(kernel.sharding, kernel.ndim) for path, kernel in moving.items()}
+    moved = jax.jit(lambda tree: jax.tree.map(lambda kernel: jnp.swapaxes(kernel, -1, -2), tree),
+                    out_shardings=shardings)(moving)
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(params), **moved})
+
+
+def _swapped(sharding: jax.sharding.Sharding, ndim: int) -> jax.sharding.Sharding:
+    if not isinstance(sharding, NamedSharding):
+        return sharding  # one device: nothing to swap
+    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec[:-2], spec[-1], spec[-2]))

@@ -14,6 +14,7 @@ import numpy as np
 
 from alert_jax.config import ModelConfig
 from alert_jax.errors import AlertJaxError
+from alert_jax.model import layout
 from alert_jax.model.opt import OPTForCausalLM, RuntimeOptions, boxed_params, head_table
 from alert_jax.model.presets import OPTConfig
 from alert_jax.model.screened_head import HeadScreen, head_screen
@@ -30,6 +31,8 @@ class Model:
     runtime: RuntimeOptions = RuntimeOptions()
     _screen: Optional[tuple[Any, HeadScreen]] = dataclasses.field(default=None, init=False, repr=False,
                                                                   compare=False)
+    _out_in: Optional[tuple[list[Any], "Model"]] = dataclasses.field(default=None, init=False, repr=False,
+                                                                     compare=False)
 
     @property
     def module(self) -> OPTForCausalLM:
@@ -42,6 +45,20 @@ class Model:
         if self._screen is None or self._screen[0]() is not table:
             self._screen = (weakref.ref(table), _screen_program(self.runtime.dtype)(table))
         return self._screen[1]
+
+    def with_out_in_kernels(self) -> "Model":
+        """This model with its dense kernels stored [out, in] (`kernel_layout="out_in"`), as CPU decoding reads
+        them. The kernels are copied (the other params are shared, not copied) once per set of kernels, and copied
+        afresh when `params` get a new kernel."""
+        if self.runtime.kernel_layout == "out_in":
+            return self
+        current = list(layout.kernels(self.params).values())
+        cached = self._out_in
+        if cached is None or len(cached[0]) != len(current) or any(ref() is not k for ref, k in zip(cached[0], current)):
+            runtime = dataclasses.replace(self.runtime, kernel_layout="out_in")
+            self._out_in = ([weakref.ref(k) for k in current],
+                            Model(self.config, layout.transpose_kernels(self.params), runtime))
+        return self._out_in[1]
 
 
 def dtype_from_name(name: str | Any) -> Any:

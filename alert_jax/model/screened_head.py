@@ -51,16 +51,17 @@ def head_screen(table: jax.Array, dtype) -> HeadScreen:
     return HeadScreen(weights, scale, jnp.linalg.norm(rows, axis=1), jnp.linalg.norm(error, axis=1))
 
 
-def first_argmax(x: jax.Array) -> jax.Array:
-    """`jnp.argmax` over the last axis (the first maximum; the first NaN if there is one), as a max and then a min
-    over the indices that hit it. XLA:CPU runs argmax as one (value, index) reduction that is 3–5× slower than
-    these two plain ones over [B, 50272] logits (226 vs 32 µs at batch 1, 944 vs 283 µs at batch 8): 1–3% of a
-    decode step there."""
-    size = x.shape[-1]
-    index = jnp.arange(size, dtype=jnp.int32)
-    top = jnp.max(x, axis=-1, keepdims=True)  # XLA:CPU's max may skip NaNs: they are ranked apart, below 0
+def first_argmax(x: jax.Array, axis: int = -1) -> jax.Array:
+    """`jnp.argmax` over `axis` (the first maximum; the first NaN if there is one), as a max and then a min over the
+    indices that hit it. XLA:CPU runs argmax as one (value, index) reduction that is 3–5× slower than these two
+    plain ones over [B, 50272] logits (226 vs 32 µs at batch 1, 944 vs 283 µs at batch 8): 1–3% of a decode step
+    there."""
+    axis = axis % x.ndim
+    size = x.shape[axis]
+    index = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
+    top = jnp.max(x, axis=axis, keepdims=True)  # XLA:CPU's max may skip NaNs: they are ranked apart, below 0
     ranked = jnp.where(jnp.isnan(x), index - size, jnp.where(x == top, index, size))
-    first = jnp.min(ranked, axis=-1)
+    first = jnp.min(ranked, axis=axis)
     return jnp.where(first < 0, first + size, first)
 
 
@@ -81,7 +82,8 @@ def screened_argmax(hidden: jax.Array, table: jax.Array, screen: HeadScreen, ign
                     ) -> tuple[jax.Array, jax.Array]:
     """(token [B] = `first_argmax` of the float head's logits for `hidden` [B, d] in the compute dtype, whether
     the screen decided every row that counts). Rows where `ignore` holds (finished rows, whose token is discarded)
-    never force the fallback, `full_logits(hidden)`: the float head, computed only when the screen cannot decide.
+    never force the fallback, `full_logits(hidden)`: the float head's vocabulary-major logits [vocab, B], computed
+    only when the screen cannot decide.
     """
     vocab = table.shape[0]
     candidates = min(candidates, vocab)
@@ -100,5 +102,5 @@ def screened_argmax(hidden: jax.Array, table: jax.Array, screen: HeadScreen, ign
     decided = (worst_case > outside) & jnp.all(jnp.isfinite(upper), axis=-1)
     screened_all = jnp.all(decided | ignore)
     token = jax.lax.cond(screened_all, lambda: token,
-                         lambda: first_argmax(full_logits(hidden)).astype(jnp.int32))
+                         lambda: first_argmax(full_logits(hidden), axis=0).astype(jnp.int32))
     return token, screened_all

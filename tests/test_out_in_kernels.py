@@ -1,0 +1,127 @@
+"""Decoding through dense kernels stored [out, in] (`OutInDense`, `Model.with_out_in_kernels`): the same numbers
+as nn.Dense's [in, out] kernels, HF's greedy tokens, the same sampled tokens, on any layer layout and mesh."""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import alert_jax
+from alert_jax import host_memory
+from alert_jax.config import MeshConfig
+from alert_jax.errors import AlertJaxError
+from alert_jax.generation import GenerationError, generate
+from alert_jax.model import layout
+from alert_jax.model.opt import OutInDense, RuntimeOptions
+from alert_jax.parallel.mesh import make_mesh
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+from tests.hf_reference import left_padded_batch, save_tiny  # noqa: E402
+
+NEW = 10
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_out_in_dense_is_nn_dense_with_the_kernel_transposed(dtype, bias):
+    rng = np.random.RandomState(0)
+    x = jnp.asarray(rng.randn(3, 5, 24), dtype)  # [batch, length, in]: rows of a prompt pass and of a decode step
+    dense = nn.Dense(40, use_bias=bias, dtype=dtype)
+    params = dense.init(jax.random.PRNGKey(0), x)["params"]
+    params = {**params, "bias": jnp.asarray(rng.randn(40), jnp.float32)} if bias else params
+    want = dense.apply({"params": params}, x)
+    transposed = {**params, "kernel": params["kernel"].T}
+    got = OutInDense(40, "embed", "mlp", use_bias=bias, dtype=dtype).apply({"params": transposed}, x)
+    assert got.shape == want.shape == (3, 5, 40) and got.dtype == want.dtype
+    tolerance = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tolerance,
+                               atol=tolerance)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["pre_ln", "post_ln_projections"])
+def tiny(request, tmp_path_factory):
+    hf_model, directory = save_tiny(tmp_path_factory.mktemp("tiny"), request.param, layers=2,
+                                    init_std=0.3 if request.param else 0.1, norm_noise=0.1, bias_noise=0.0)
+    return hf_model, directory
+
+
+def _hf_greedy(hf_model, ids, mask) -> np.ndarray:
+    with torch.no_grad():
+        out = hf_model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                                max_new_tokens=NEW, pad_token_id=1, eos_token_id=100)
+    return out[:, ids.shape[1]:].numpy()
+
+
+def test_decoding_through_out_in_kernels_gives_the_same_tokens(tiny):
+    """HF's greedy tokens through the [out, in] copy, with and without the head screen, on unrolled and scanned
+    layers and on an fsdp × tensor mesh; sampled tokens equal to the [in, out] kernels' for the same seed."""
+    hf_model, directory = tiny
+    ids, mask = left_padded_batch()
+    want = _hf_greedy(hf_model, ids, mask)
+    assert len(set(want.ravel().tolist())) > 3
+    mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
+    scanned = alert_jax.load_model(directory, runtime=RuntimeOptions(scan_layers=True))
+    for model in (alert_jax.load_model(directory), scanned, alert_jax.load_model(directory, mesh=mesh)):
+        for screen_head in (True, False):
+            got = generate(model, ids, mask, max_new_tokens=NEW, out_in_kernels=True, screen_head=screen_head)
+            np.testing.assert_array_equal(got, want)
+        sample = dict(max_new_tokens=NEW, temperature=0.9, top_p=0.95, seed=4)
+        np.testing.assert_array_equal(generate(model, ids, mask, out_in_kernels=True, **sample),
+                                      generate(model, ids, mask, out_in_kernels=False, **sample))
+
+
+def test_the_out_in_copy_keeps_shardings_shares_other_params_and_follows_new_kernels(tmp_path):
+    _, directory = save_tiny(tmp_path, True, layers=2)
+    mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
+    for scan_layers in (False, True):
+        model = alert_jax.load_model(directory, mesh=mesh, runtime=RuntimeOptions(scan_layers=scan_layers))
+        twin = model.with_out_in_kernels()
+        assert twin.runtime.kernel_layout == "out_in" and model.with_out_in_kernels() is twin  # made once
+        kernels, moved = layout.kernels(model.params), layout.kernels(twin.params)
+        assert kernels.keys() == moved.keys() and len(kernels) == (6 if scan_layers else 12)  # q k v out fc1 fc2
+        for path, kernel in kernels.items():
+            np.testing.assert_array_equal(np.asarray(moved[path]), np.swapaxes(np.asarray(kernel), -1, -2))
+            spec = tuple(kernel.sharding.spec) + (None,) * (kernel.ndim - len(kernel.sharding.spec))
+            assert moved[path].sharding.spec == jax.sharding.PartitionSpec(*spec[:-2], spec[-1], spec[-2])
+        assert any(not k.sharding.is_fully_replicated for k in moved.values())
+        others = lambda params: [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+                                 if path[-1].key != "kernel"]
+        assert all(a is b for a, b in zip(others(model.params), others(twin.params)))
+        # a model whose kernels are replaced gets a fresh copy, not the stale one
+        fc1 = ("decoder", "layers", "fc1", "kernel") if scan_layers else ("decoder", "layers_0", "fc1", "kernel")
+        node = model.params
+        for key in fc1[:-1]:
+            node = node[key]
+        node["kernel"] = node["kernel"] * 2
+        fresh = model.with_out_in_kernels()
+        assert fresh is not twin
+        np.testing.assert_allclose(np.asarray(layout.kernels(fresh.params)[fc1]),
+                                   2 * np.asarray(layout.kernels(twin.params)[fc1]))
+
+
+def test_the_copy_is_made_only_where_it_fits_and_only_of_float_kernels(tmp_path, monkeypatch):
+    _, directory = save_tiny(tmp_path, True, layers=2)
+    ids, mask = left_padded_batch()
+    model = alert_jax.load_model(directory)
+    monkeypatch.setattr(host_memory, "available_bytes", lambda: 1000)  # far less than two copies of the kernels
+    tight = generate(model, ids, mask, max_new_tokens=NEW)
+    assert model._out_in is None  # no copy was made
+    monkeypatch.setattr(host_memory, "available_bytes", lambda: None)  # unknown: no copy either
+    generate(model, ids, mask, max_new_tokens=NEW)
+    assert model._out_in is None
+    monkeypatch.undo()
+    np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), tight)
+    assert model._out_in is not None  # the default on CPU when it fits
+    quantized = alert_jax.load_model(directory, quantize="int8")
+    generate(quantized, ids, mask, max_new_tokens=NEW)  # the default leaves int8 kernels alone
+    with pytest.raises(GenerationError, match="out_in_kernels needs float kernels"):
+        generate(quantized, ids, mask, max_new_tokens=NEW, out_in_kernels=True)
+    with pytest.raises(AlertJaxError, match="kernel_layout='out_in' is for float kernels"):
+        RuntimeOptions(kernel_layout="out_in", quantize="int8")
+    with pytest.raises(AlertJaxError, match="kernel_layout='columns'"):
+        dataclasses.replace(RuntimeOptions(), kernel_layout="columns")
