@@ -5,8 +5,9 @@ of new tokens, no early stop. Peers run only when installed (`pip install -e ".[
 (PyTorch), ctranslate2 fp32 and int8, keras-hub's OPT on the JAX backend. The systems take turns (interleaved
 rounds, so background load hits all alike) and each one's median is reported; fp32 peers are checked token for
 token against alert_jax fp32 (int8 rows report their agreement with it too — quantisation may change tokens).
-alert_jax fp32 is greedy `generate` as it runs by default on CPU, through the int8 screen of the LM head (the
-float head's tokens, model/screened_head.py); "fp32, float head" reads the float32 head every step.
+alert_jax fp32 is greedy `generate` as it runs by default on CPU: [out, in] kernels in the decode loop, and up to
+4 rows the int8 screen of the LM head (the float head's tokens, model/screened_head.py); "fp32, float head"
+reads the float32 head every step.
 First calls (compiles, graph builds) are timed apart and excluded. Appends one table per batch size to
 benchmarks/RESULTS.md with the machine, versions, date and load.
 
@@ -187,8 +188,8 @@ def main() -> None:
             f"- model: random OPT, {args.shape} widths, {args.layers} layers (hidden {config.hidden_size}, ffn "
             f"{config.ffn_dim}, vocab {config.vocab_size}); prompts {args.prompt_len // 2}..{args.prompt_len} tokens, "
             f"left padded; greedy, no early stop; median of {args.repeats} interleaved rounds",
-            "- alert_jax fp32 decodes through the LM head's int8 screen (its default on CPU; the float head's tokens); "
-            "'fp32, float head' reads the float32 head every step",
+            "- alert_jax fp32 decodes as it does by default on CPU: [out, in] kernels, and up to 4 rows the LM head's "
+            "int8 screen (the float head's tokens); 'fp32, float head' reads the float32 head every step",
             f"- {load.text()} on {threads} cores",
             *([f"- not run: {'; '.join(skipped)}"] if skipped else []),
             "",

@@ -5,9 +5,11 @@ matmul rate: a large fp32 GEMM), counts what one decode step of an OPT must move
 (decode_step.py: every weight read once as stored, the whole KV cache read once, one slot written; 2 FLOPs per
 multiply-add), and compares the floor `max(bytes / bandwidth, flops / rate)` with our measured decode step: the
 extra time of a 64-token over a 16-token greedy generate (same prompts, no early stop), divided by the 48 extra
-steps, so prefill and compile drop out. Random weights (speed does not depend on them); float32 runs twice,
-through the LM head's int8 screen (what greedy `generate` does on CPU: it reads the screen instead of the float
-head, so its floor is lower) and through the float head; int8 runs the int8 weight-only model, w8a8 the int8
+steps, so prefill and compile drop out. Random weights (speed does not depend on them); float32 runs three ways:
+through the LM head's int8 screen (what greedy `generate` does on CPU up to 4 rows: it reads the screen instead
+of the float head, so its floor is lower), through the float head (what it does beyond), both with the decode
+loop's [out, in] kernels (its CPU default), and through the float head with the [in, out] kernels the model
+stores (the decode before that default, for comparison); int8 runs the int8 weight-only model, w8a8 the int8
 model with int8 activations (both read one byte per matmul weight, plus its scales). FLOPs are the float step's
 in every row (the screen's int8 products stand in for the float head's).
 
@@ -76,18 +78,19 @@ def main() -> None:
     print("| weights | batch | MB/step | GFLOP/step | floor ms | measured ms/step | % of roofline |")
     print("|---|---|---|---|---|---|---|")
     base = Model(cfg, init_params(cfg, RuntimeOptions()))
-    # float32 runs both ways, through the LM head's int8 screen and not; int8 models have no screen
-    rows = [(mode, screen) for mode in args.quantize.split(",") for screen in ((True, False) if mode == "none"
-                                                                                 else (None,))]
-    for mode, screen_head in rows:
+    # (name, screen_head, out_in_kernels) per float32 row; int8 models have neither
+    float_rows = [("fp32, head screen", True, True), ("fp32, float head", False, True),
+                  ("fp32, float head, [in, out] kernels", False, False)]
+    rows = [(mode, row) for mode in args.quantize.split(",")
+            for row in (float_rows if mode == "none" else [(mode, None, None)])]
+    for mode, (name, screen_head, out_in_kernels) in rows:
         model = base if mode == "none" else quantize_model(base, mode=mode)
-        name = {None: mode, True: "fp32, head screen", False: "fp32, float head"}[screen_head]
         for batch in map(int, args.batches.split(",")):
             step_bytes = decode_step_bytes(model, batch, args.prompt_len, LONG, screen_head=bool(screen_head))
             flops = decode_step_flops(cfg, batch, cache_slots(args.prompt_len, LONG))
             floor = max(step_bytes / bandwidth, flops / rate)
             step = decode_step_seconds(model, batch, args.prompt_len, short=SHORT, long=LONG, repeats=args.repeats,
-                                       screen_head=screen_head)
+                                       screen_head=screen_head, out_in_kernels=out_in_kernels)
             print(f"| {name} | {batch} | {step_bytes / 1e6:.0f} | {flops / 1e9:.2f} | {floor * 1e3:.1f} | "
                   f"{step * 1e3:.1f} | {100 * floor / step:.0f}% |", flush=True)
     print(load.text())

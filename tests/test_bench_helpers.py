@@ -92,7 +92,7 @@ def test_a_screened_step_reads_the_head_screen_and_the_candidate_rows_instead_of
 def test_decode_step_seconds_drop_prefill_and_compiles(clock, monkeypatch):
     compiled = set()
 
-    def fake_generate(model, ids, mask, *, max_new_tokens, screen_head):
+    def fake_generate(model, ids, mask, *, max_new_tokens, screen_head, out_in_kernels):
         assert ids.shape == mask.shape == (2, 12)
         clock[0] += (0 if max_new_tokens in compiled else 1000) + 7.0 + 0.25 * max_new_tokens  # compile, prefill, steps
         compiled.add(max_new_tokens)

@@ -253,7 +253,10 @@ class Trainer:
                         model = Model(self.arch, self.state.params, self.module.rt)
                         record = {"step": step, **record, **self.validate()}
                         if self.dev_generation is not None:
-                            record["dev_rouge_l"] = self.dev_generation.rouge_l(model, self.tokenizer)
+                            # its own Model: the decode-time kernel copy generation caches on it (CPU) is freed
+                            # with it here, not kept through the training steps that follow
+                            record["dev_rouge_l"] = self.dev_generation.rouge_l(
+                                Model(self.arch, self.state.params, self.module.rt), self.tokenizer)
                         if self._keeps_as_best(record):
                             checkpoints.save_best(self.workdir, model, step,
                                                   {k: v for k, v in record.items() if k not in ("step", "lr")}
