@@ -9,6 +9,7 @@ import pytest
 
 import alert_jax
 from alert_jax.atomic import OutputExistsError
+from alert_jax.model.io import ModelSaveError
 from alert_jax.model.tensor_files import CheckpointFormatError, read_safetensors, write_safetensors
 
 torch = pytest.importorskip("torch")
@@ -110,6 +111,22 @@ def test_native_orbax_round_trip(tmp_path):
     model = alert_jax.load_model(directory)
     alert_jax.save_model(model, tmp_path / "native")
     _assert_same_logits(alert_jax.load_model(tmp_path / "native"), hf_model)
+
+
+def test_models_a_checkpoint_cannot_hold_are_refused_before_anything_is_written(tmp_path):
+    """int8 weights (they were written as if float before) and the [out, in] kernel copy decoding reads (it
+    would load back transposed): both formats refuse them, name the target, and leave no file behind."""
+    directory = save_tiny(tmp_path, True)[1]
+    model = alert_jax.load_model(directory)
+    for candidate, reason in ((alert_jax.load_model(directory, quantize="int8"), "weights are quantized \\(int8\\)"),
+                              (alert_jax.load_model(directory, quantize="w8a8"), "weights are quantized \\(w8a8\\)"),
+                              (model.with_out_in_kernels(), "kernels are stored out_in")):
+        for save in (alert_jax.save_model, alert_jax.save_hf):
+            target = tmp_path / "never"
+            with pytest.raises(ModelSaveError, match=f"never: not saved — the model's {reason}"):
+                save(candidate, target)
+            assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+    alert_jax.save_model(model, tmp_path / "float")  # the model the copy was made from saves as before
 
 
 def test_preset_init_is_seeded():

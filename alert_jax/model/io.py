@@ -202,8 +202,25 @@ def _get_param(params: Any, path: tuple[str, ...]) -> np.ndarray:
     return np.asarray(jax.device_get(layout.param_at(params, path)))
 
 
+class ModelSaveError(AlertJaxError):
+    """A model whose params are not the float [in, out] weights a checkpoint holds (the message says what to save)."""
+
+
+def _check_savable(model: Model, out_dir: str | Path) -> None:
+    """Refuse, before anything is written, a model whose params a checkpoint cannot hold as they are: int8
+    weights (every format stores float weights; int8 is made at load) and the [out, in] kernel copy decoding uses
+    (it would be read back transposed)."""
+    if model.runtime.quantize != "none":
+        raise ModelSaveError(f"{out_dir}: not saved — the model's weights are quantized ({model.runtime.quantize}); "
+                             f"checkpoints hold float weights: save the float model and quantize it at load")
+    if model.runtime.kernel_layout != "in_out":
+        raise ModelSaveError(f"{out_dir}: not saved — the model's kernels are stored {model.runtime.kernel_layout} "
+                             f"(the copy decoding reads, Model.with_out_in_kernels): save the model it was made from")
+
+
 def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Export to an HF directory that `transformers.OPTForCausalLM.from_pretrained` loads."""
+    _check_savable(model, out_dir)
     return convert.export_hf(model.config, lambda p: _get_param(model.params, p), out_dir, overwrite=overwrite)
 
 
@@ -217,6 +234,7 @@ def save_model(model: Model, out_dir: str | Path, *, overwrite: bool = False,
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
+    _check_savable(model, out_dir)
     refuse_existing(out_dir, overwrite)  # before the layout conversion, which copies a scanned model's params
     params = layout.to_layout(model.params, False)  # the canonical per-layer layout, whatever the model runs
     with staged_dir(out_dir, owner=is_main_process()) as staging:
