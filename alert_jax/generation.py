@@ -16,7 +16,8 @@ Why it is shaped this way (CPU, GPU and TPU alike, generation is dominated by fi
   head and proves its token is the float head's argmax (model/screened_head.py), reading the float head only
   when it cannot (a 6-layer opt-125m-shaped step at batch 1: 14.6 → 11.5 ms; benchmarks/RESULTS.md).
 * On CPU the decode loop runs a copy of the model whose dense kernels are stored [out, in] (`OutInDense`), which
-  XLA:CPU multiplies by a few rows faster; the prompt pass, a big product, keeps them [in, out].
+  XLA:CPU multiplies by a few rows faster, and whose layers are unrolled (a scanned loop makes XLA:CPU copy every
+  kernel it slices out, every step); the prompt pass, a big product, runs the model as it is.
 * Stop tokens are checked on device (a `[vocab]` boolean table). Stop strings need the tokenizer, which lives on
   the host, so with stop strings the decode loop runs in chunks of `STOP_STRING_CHECK_EVERY` tokens and the host
   marks rows whose text contains a stop string as done between chunks; without stop strings the decode is one call.
@@ -294,9 +295,9 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     model on CPU at up to `SCREEN_MAX_ROWS` rows, where it was measured to pay (benchmarks/RESULTS.md); False
     reads the float head every step.
 
-    `out_in_kernels`: decode through a copy of the dense kernels stored [out, in] (`Model.with_out_in_kernels`,
-    made once per model), which XLA:CPU multiplies by a few rows faster (`OutInDense`); the prompt pass keeps the
-    kernels as they are. None = on for a float model on CPU when the copy takes at most half the host's available
+    `out_in_kernels`: decode through a copy of the model with its dense kernels stored [out, in] and its layers
+    unrolled (`Model.decoding_copy`, made once per model), which XLA:CPU multiplies by a few rows faster
+    (`OutInDense`) and never slices per step; the prompt pass runs the model as it is. None = on for a float model on CPU when the copy takes at most half the host's available
     memory; off elsewhere (accelerator libraries read either layout at full speed).
     """
     mode = _sampling_mode(temperature, top_p)
@@ -319,6 +320,8 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
     with logical_sharding(mesh, DEFAULT_RULES):
         state = _prefill_program(model.module)(model.params, to_devices(ids, rows), to_devices(mask, rows),
                                                new_slots=bucket_length(max_new_tokens))
+        if model.runtime.scan_layers and not decoding.runtime.scan_layers:
+            state = state._replace(caches=_per_layer_caches(state.caches))
         decode = functools.partial(_decode_program(decoding.module, mode), decoding.params, screen)
         if stop_strings:
             tokens, steps = _decode_with_stop_strings(model, state, decode, sampling, max_new_tokens, stop_strings,
@@ -355,7 +358,14 @@ def _decoding_model(model: Model, wanted: Optional[bool]) -> Model:
                               f"({model.runtime.quantize}), stored int8 [out, in] already")
     if wanted is None:
         wanted = float_kernels and jax.default_backend() == "cpu" and _copy_fits(model)
-    return model.with_out_in_kernels() if wanted else model
+    return model.decoding_copy() if wanted else model
+
+
+@jax.jit
+def _per_layer_caches(stacked: LayerCache) -> tuple[LayerCache, ...]:
+    """A scanned prefill's cache ([layers, B·H, slots, D] each) as the unrolled decode loop takes it: one per
+    layer (copied once per generate, not per step)."""
+    return tuple(LayerCache(key, value) for key, value in zip(stacked.key, stacked.value))
 
 
 def _copy_fits(model: Model) -> bool:

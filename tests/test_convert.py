@@ -120,7 +120,7 @@ def test_models_a_checkpoint_cannot_hold_are_refused_before_anything_is_written(
     model = alert_jax.load_model(directory)
     for candidate, reason in ((alert_jax.load_model(directory, quantize="int8"), "weights are quantized \\(int8\\)"),
                               (alert_jax.load_model(directory, quantize="w8a8"), "weights are quantized \\(w8a8\\)"),
-                              (model.with_out_in_kernels(), "kernels are stored out_in")):
+                              (model.decoding_copy(), "kernels are stored out_in")):
         for save in (alert_jax.save_model, alert_jax.save_hf):
             target = tmp_path / "never"
             with pytest.raises(ModelSaveError, match=f"never: not saved — the model's {reason}"):

@@ -14,9 +14,10 @@ import pytest
 import alert_jax
 from alert_jax.config import MeshConfig
 from alert_jax.generation import (
-    GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _prefill_program, _Sampling,
-    bucket_length, generate, generate_text,
+    GenerationError, GenerationStats, _choose, _decode_program, _nucleus_filter, _per_layer_caches, _prefill_program,
+    _Sampling, bucket_length, generate, generate_text,
 )
+from alert_jax.model import layout
 from alert_jax.model.layout import to_layout
 from alert_jax.parallel.mesh import make_mesh
 
@@ -146,13 +147,16 @@ def test_the_compiled_decode_step_never_copies_the_kv_cache_nor_sorts_the_vocabu
     """Every cache copy is a full read and write of the cache per layer and step. The old [B, H, slots, D] layout
     gave three per layer at batch 1 (XLA squeezed the batch axis away for the attention product and computed
     each cache update twice, once per layout). A scanned decoder that scanned over a per-layer cache (in → out)
-    copied each layer's cache twice and the whole stacked cache three times per step. Both kernel layouts the
-    decode loop may run (`out_in`: the CPU default)."""
+    copied each layer's cache twice and the whole stacked cache three times per step. Both models the decode
+    loop may run: the model itself, and (`out_in`, the CPU default) its decoding copy, which must not copy nor
+    slice out a kernel per step either (a scanned layer loop copied every kernel it sliced out of its stack)."""
     _, model = post_ln
     model = _scanned(model) if scan_layers else model
     ids = np.full((batch, 8), 5, np.int32)
     state = _prefill_program(model.module)(model.params, ids, np.ones_like(ids), new_slots=bucket_length(NEW))
-    model = model.with_out_in_kernels() if out_in else model
+    if out_in:
+        model = model.decoding_copy()
+        state = state._replace(caches=_per_layer_caches(state.caches)) if scan_layers else state
     sampling = _Sampling(jnp.zeros((model.config.vocab_size,), bool), jnp.float32(1.0), jnp.float32(1.0),
                          jax.random.PRNGKey(0))
     hlo = _decode_program(model.module, "greedy").lower(model.params, model.head_screen(), state, jnp.int32(NEW),
@@ -161,6 +165,10 @@ def test_the_compiled_decode_step_never_copies_the_kv_cache_nor_sorts_the_vocabu
     copies = re.findall(r"= f32\[([0-9,]+)\]\S* copy\(", hlo.as_text())
     assert [c for c in copies if tuple(map(int, c.split(",")))[-3:] == layer_shape] == [], copies
     assert " sort(" not in hlo.as_text()  # the head screen's top-k stays a top-k, not a sort of the vocabulary
+    if out_in:
+        kernel_shapes = {",".join(map(str, k.shape)) for k in layout.kernels(model.params).values()}
+        made = re.findall(r"= f32\[([0-9,]+)\]\S* (?:copy|dynamic-slice|fusion)\(", hlo.as_text())
+        assert kernel_shapes and not kernel_shapes & set(made), kernel_shapes & set(made)
 
 
 def test_the_scanned_model_generates_what_the_unrolled_one_does(post_ln):

@@ -1,10 +1,12 @@
-"""Decoding through dense kernels stored [out, in] (`OutInDense`, `Model.with_out_in_kernels`): the same numbers
-as nn.Dense's [in, out] kernels, HF's greedy tokens, the same sampled tokens, on any layer layout and mesh."""
+"""Decoding through the model's decoding copy (`Model.decoding_copy`: dense kernels stored [out, in] by
+`OutInDense`, layers unrolled): the same numbers as nn.Dense's [in, out] kernels, HF's greedy tokens, the same
+sampled tokens, from unrolled and scanned models, on one device and on a mesh."""
 from __future__ import annotations
 
 import dataclasses
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,30 +77,34 @@ def test_decoding_through_out_in_kernels_gives_the_same_tokens(tiny):
                                       generate(model, ids, mask, out_in_kernels=False, **sample))
 
 
-def test_the_out_in_copy_keeps_shardings_shares_other_params_and_follows_new_kernels(tmp_path):
+def test_the_decoding_copy_keeps_shardings_shares_other_params_and_follows_new_kernels(tmp_path):
     _, directory = save_tiny(tmp_path, True, layers=2)
     mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
     for scan_layers in (False, True):
         model = alert_jax.load_model(directory, mesh=mesh, runtime=RuntimeOptions(scan_layers=scan_layers))
-        twin = model.with_out_in_kernels()
-        assert twin.runtime.kernel_layout == "out_in" and model.with_out_in_kernels() is twin  # made once
-        kernels, moved = layout.kernels(model.params), layout.kernels(twin.params)
-        assert kernels.keys() == moved.keys() and len(kernels) == (6 if scan_layers else 12)  # q k v out fc1 fc2
-        for path, kernel in kernels.items():
-            np.testing.assert_array_equal(np.asarray(moved[path]), np.swapaxes(np.asarray(kernel), -1, -2))
-            spec = tuple(kernel.sharding.spec) + (None,) * (kernel.ndim - len(kernel.sharding.spec))
-            assert moved[path].sharding.spec == jax.sharding.PartitionSpec(*spec[:-2], spec[-1], spec[-2])
-        assert any(not k.sharding.is_fully_replicated for k in moved.values())
-        others = lambda params: [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-                                 if path[-1].key != "kernel"]
-        assert all(a is b for a, b in zip(others(model.params), others(twin.params)))
+        twin = model.decoding_copy()
+        assert model.decoding_copy() is twin  # made once
+        assert twin.runtime.kernel_layout == "out_in" and not twin.runtime.scan_layers
+        per_layer = layout.unstack(model.params) if scan_layers else model.params  # what the copy must hold
+        original = traverse_util.flatten_dict(per_layer)
+        copied = traverse_util.flatten_dict(twin.params)
+        assert original.keys() == copied.keys()
+        kernels = layout.kernels(per_layer)
+        assert len(kernels) == 12  # q k v out fc1 fc2 of both layers
+        for path, leaf in original.items():
+            want = np.swapaxes(np.asarray(leaf), -1, -2) if path in kernels else np.asarray(leaf)
+            np.testing.assert_array_equal(np.asarray(copied[path]), want)
+            spec = tuple(leaf.sharding.spec) + (None,) * (leaf.ndim - len(leaf.sharding.spec))
+            spec = (*spec[:-2], spec[-1], spec[-2]) if path in kernels else spec
+            assert copied[path].sharding.spec == jax.sharding.PartitionSpec(*spec), path
+        assert any(not copied[path].sharding.is_fully_replicated for path in kernels)
+        outside_layers = [path for path in original if not path[1].startswith(layout.PER_LAYER)]
+        assert outside_layers and all(copied[p] is traverse_util.flatten_dict(model.params)[p] for p in outside_layers)
         # a model whose kernels are replaced gets a fresh copy, not the stale one
-        fc1 = ("decoder", "layers", "fc1", "kernel") if scan_layers else ("decoder", "layers_0", "fc1", "kernel")
-        node = model.params
-        for key in fc1[:-1]:
-            node = node[key]
+        fc1 = ("decoder", "layers_0", "fc1", "kernel")
+        node = model.params["decoder"]["layers"]["fc1"] if scan_layers else model.params["decoder"]["layers_0"]["fc1"]
         node["kernel"] = node["kernel"] * 2
-        fresh = model.with_out_in_kernels()
+        fresh = model.decoding_copy()
         assert fresh is not twin
         np.testing.assert_allclose(np.asarray(layout.kernels(fresh.params)[fc1]),
                                    2 * np.asarray(layout.kernels(twin.params)[fc1]))
@@ -110,13 +116,13 @@ def test_the_copy_is_made_only_where_it_fits_and_only_of_float_kernels(tmp_path,
     model = alert_jax.load_model(directory)
     monkeypatch.setattr(host_memory, "available_bytes", lambda: 1000)  # far less than two copies of the kernels
     tight = generate(model, ids, mask, max_new_tokens=NEW)
-    assert model._out_in is None  # no copy was made
+    assert model._decoding is None  # no copy was made
     monkeypatch.setattr(host_memory, "available_bytes", lambda: None)  # unknown: no copy either
     generate(model, ids, mask, max_new_tokens=NEW)
-    assert model._out_in is None
+    assert model._decoding is None
     monkeypatch.undo()
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), tight)
-    assert model._out_in is not None  # the default on CPU when it fits
+    assert model._decoding is not None  # the default on CPU when it fits
     quantized = alert_jax.load_model(directory, quantize="int8")
     generate(quantized, ids, mask, max_new_tokens=NEW)  # the default leaves int8 kernels alone
     with pytest.raises(GenerationError, match="out_in_kernels needs float kernels"):

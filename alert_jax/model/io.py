@@ -215,7 +215,7 @@ def _check_savable(model: Model, out_dir: str | Path) -> None:
                              f"checkpoints hold float weights: save the float model and quantize it at load")
     if model.runtime.kernel_layout != "in_out":
         raise ModelSaveError(f"{out_dir}: not saved — the model's kernels are stored {model.runtime.kernel_layout} "
-                             f"(the copy decoding reads, Model.with_out_in_kernels): save the model it was made from")
+                             f"(the copy decoding reads, Model.decoding_copy): save the model it was made from")
 
 
 def save_hf(model: Model, out_dir: str | Path, *, overwrite: bool = False) -> Path:

@@ -1,5 +1,5 @@
-"""Per-layer ⇄ stacked decoder params: the two layouts of one model (`model.scan_layers`); and dense kernels
-[in, out] → [out, in] (`kernel_layout`), the copy CPU decoding reads.
+"""Per-layer ⇄ stacked decoder params: the two layouts of one model (`model.scan_layers`); and the copy CPU
+decoding reads (`decoding_params`: per layer, dense kernels [out, in]).
 
 Unrolled params hold `decoder/layers_<i>/…`; scanned params hold `decoder/layers/…` with every leaf stacked on
 a leading layer axis. Checkpoint formats (HF, metaseq, native) are all written and read per layer — the
@@ -79,19 +79,43 @@ def kernels(params: Any) -> dict[tuple[str, ...], jax.Array]:
     return {path: leaf for path, leaf in traverse_util.flatten_dict(params).items() if path[-1] == KERNEL}
 
 
-def transpose_kernels(params: Any) -> Any:
-    """`params` with every dense kernel [..., in, out] stored as [..., out, in] (`RuntimeOptions.kernel_layout =
-    "out_in"`; a stacked kernel keeps its leading layer axis). Each is transposed shard-wise under jit: a kernel
-    split over a mesh stays split, its two axes' specs swapped. Every other leaf is the same array, not a copy."""
-    moving = kernels(params)
-    shardings = {path: _swapped(kernel.sharding, kernel.ndim) for path, kernel in moving.items()}
-    moved = jax.jit(lambda tree: jax.tree.map(lambda kernel: jnp.swapaxes(kernel, -1, -2), tree),
-                    out_shardings=shardings)(moving)
-    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(params), **moved})
+def decoding_params(params: Any) -> Any:
+    """`params` as the CPU decode loop reads them (`RuntimeOptions.kernel_layout = "out_in"`, unrolled layers):
+    every dense kernel [in, out] stored as [out, in], and a stacked tree unstacked — a scanned layer loop slices
+    each kernel out of its stack, and XLA:CPU copies every slice at every decode step. Converted shard-wise
+    under jit: each leaf keeps its mesh axes (a kernel's two swapped, a stacked leaf's layer axis dropped).
+    Every other leaf is the same array, not a copy."""
+    flat = traverse_util.flatten_dict(params)
+    stacked = is_stacked(params)
+    in_stack = lambda path: stacked and path[1] == STACKED  # noqa: E731
+    moving = {path: leaf for path, leaf in flat.items() if path[-1] == KERNEL or in_stack(path)}
+    count = jax.tree.leaves(params["decoder"][STACKED])[0].shape[0] if stacked else 0
+
+    def targets(path: tuple[str, ...]) -> list[tuple[Optional[int], tuple[str, ...]]]:
+        if in_stack(path):
+            return [(i, (path[0], f"{PER_LAYER}{i}", *path[2:])) for i in range(count)]
+        return [(None, path)]
+
+    def convert(tree: dict) -> dict:
+        out = {}
+        for path, leaf in tree.items():
+            for index, target in targets(path):
+                value = leaf if index is None else leaf[index]
+                out[target] = jnp.swapaxes(value, -1, -2) if path[-1] == KERNEL else value
+        return out
+
+    shardings = {target: _decoding_sharding(leaf, index is not None, path[-1] == KERNEL)
+                 for path, leaf in moving.items() for index, target in targets(path)}
+    moved = jax.jit(convert, out_shardings=shardings)(moving)
+    kept = {path: leaf for path, leaf in flat.items() if path not in moving}
+    return traverse_util.unflatten_dict({**kept, **moved})
 
 
-def _swapped(sharding: jax.sharding.Sharding, ndim: int) -> jax.sharding.Sharding:
+def _decoding_sharding(leaf: jax.Array, unstacked: bool, kernel: bool) -> jax.sharding.Sharding:
+    sharding = leaf.sharding
     if not isinstance(sharding, NamedSharding):
-        return sharding  # one device: nothing to swap
-    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
-    return NamedSharding(sharding.mesh, PartitionSpec(*spec[:-2], spec[-1], spec[-2]))
+        return sharding  # one device: nothing to move
+    spec = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
+    spec = spec[1:] if unstacked else spec
+    spec = (*spec[:-2], spec[-1], spec[-2]) if kernel else spec
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))

@@ -31,8 +31,8 @@ class Model:
     runtime: RuntimeOptions = RuntimeOptions()
     _screen: Optional[tuple[Any, HeadScreen]] = dataclasses.field(default=None, init=False, repr=False,
                                                                   compare=False)
-    _out_in: Optional[tuple[list[Any], "Model"]] = dataclasses.field(default=None, init=False, repr=False,
-                                                                     compare=False)
+    _decoding: Optional[tuple[list[Any], "Model"]] = dataclasses.field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
     @property
     def module(self) -> OPTForCausalLM:
@@ -46,19 +46,19 @@ class Model:
             self._screen = (weakref.ref(table), _screen_program(self.runtime.dtype)(table))
         return self._screen[1]
 
-    def with_out_in_kernels(self) -> "Model":
-        """This model with its dense kernels stored [out, in] (`kernel_layout="out_in"`), as CPU decoding reads
-        them. The kernels are copied (the other params are shared, not copied) once per set of kernels, and copied
-        afresh when `params` get a new kernel."""
-        if self.runtime.kernel_layout == "out_in":
+    def decoding_copy(self) -> "Model":
+        """This model as the CPU decode loop runs it (`layout.decoding_params`): dense kernels stored [out, in]
+        (`OutInDense`) and layers unrolled. The kernels are copied (other params are shared, and copied only when
+        unstacked) once per set of kernels, and copied afresh when `params` get a new kernel."""
+        if self.runtime.kernel_layout == "out_in" and not self.runtime.scan_layers:
             return self
         current = list(layout.kernels(self.params).values())
-        cached = self._out_in
+        cached = self._decoding
         if cached is None or len(cached[0]) != len(current) or any(ref() is not k for ref, k in zip(cached[0], current)):
-            runtime = dataclasses.replace(self.runtime, kernel_layout="out_in")
-            self._out_in = ([weakref.ref(k) for k in current],
-                            Model(self.config, layout.transpose_kernels(self.params), runtime))
-        return self._out_in[1]
+            runtime = dataclasses.replace(self.runtime, kernel_layout="out_in", scan_layers=False)
+            self._decoding = ([weakref.ref(k) for k in current],
+                              Model(self.config, layout.decoding_params(self.params), runtime))
+        return self._decoding[1]
 
 
 def dtype_from_name(name: str | Any) -> Any:
