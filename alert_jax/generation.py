@@ -297,8 +297,9 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
 
     `out_in_kernels`: decode through a copy of the model with its dense kernels stored [out, in] and its layers
     unrolled (`Model.decoding_copy`, made once per model), which XLA:CPU multiplies by a few rows faster
-    (`OutInDense`) and never slices per step; the prompt pass runs the model as it is. None = on for a float model on CPU when the copy takes at most half the host's available
-    memory; off elsewhere (accelerator libraries read either layout at full speed).
+    (`OutInDense`) and never slices per step; the prompt pass runs the model as it is. None = on for a float
+    model on CPU when the copy takes at most half the host's available memory; off elsewhere (accelerator
+    libraries read either layout at full speed).
     """
     mode = _sampling_mode(temperature, top_p)
     screen = _head_screen(model, screen_head, len(input_ids)) if mode == _GREEDY else None
@@ -350,8 +351,7 @@ def _head_screen(model: Model, wanted: Optional[bool], rows: int) -> Optional[He
 
 
 def _decoding_model(model: Model, wanted: Optional[bool]) -> Model:
-    """The model the decode loop runs: `model`, or its twin with [out, in] kernels (see `generate`'s
-    `out_in_kernels`)."""
+    """The model the decode loop runs: `model`, or its decoding copy (see `generate`'s `out_in_kernels`)."""
     float_kernels = model.runtime.quantize == "none"
     if wanted and not float_kernels:
         raise GenerationError(f"out_in_kernels needs float kernels; this model's are quantized "

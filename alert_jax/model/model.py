@@ -54,7 +54,9 @@ class Model:
             return self
         current = list(layout.kernels(self.params).values())
         cached = self._decoding
-        if cached is None or len(cached[0]) != len(current) or any(ref() is not k for ref, k in zip(cached[0], current)):
+        stale = cached is None or len(cached[0]) != len(current) or any(
+            ref() is not kernel for ref, kernel in zip(cached[0], current))
+        if stale:
             runtime = dataclasses.replace(self.runtime, kernel_layout="out_in", scan_layers=False)
             self._decoding = ([weakref.ref(k) for k in current],
                               Model(self.config, layout.decoding_params(self.params), runtime))
