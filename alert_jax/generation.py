@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -341,24 +341,29 @@ def generate(model: Model, input_ids, attention_mask, *, max_new_tokens: int, te
 
 def _head_screen(model: Model, wanted: Optional[bool], rows: int) -> Optional[HeadScreen]:
     """The model's LM-head screen if greedy decoding should read it (see `generate`'s `screen_head`)."""
-    float_head = model.runtime.quantize == "none"
-    if wanted and not float_head:
-        raise GenerationError(f"screen_head needs a float LM head; this model's is quantized "
-                              f"({model.runtime.quantize}), and greedy decoding reads its int8 head directly")
-    if wanted is None:
-        wanted = float_head and jax.default_backend() == "cpu" and rows <= SCREEN_MAX_ROWS
-    return model.head_screen() if wanted else None
+    refusal = (f"screen_head needs a float LM head; this model's is quantized ({model.runtime.quantize}), and "
+               f"greedy decoding reads its int8 head directly")
+    use = _cpu_speedup(model, wanted, refusal, pays=lambda: rows <= SCREEN_MAX_ROWS)
+    return model.head_screen() if use else None
 
 
 def _decoding_model(model: Model, wanted: Optional[bool]) -> Model:
     """The model the decode loop runs: `model`, or its decoding copy (see `generate`'s `out_in_kernels`)."""
-    float_kernels = model.runtime.quantize == "none"
-    if wanted and not float_kernels:
-        raise GenerationError(f"out_in_kernels needs float kernels; this model's are quantized "
-                              f"({model.runtime.quantize}), stored int8 [out, in] already")
+    refusal = (f"out_in_kernels needs float kernels; this model's are quantized ({model.runtime.quantize}), "
+               f"stored int8 [out, in] already")
+    use = _cpu_speedup(model, wanted, refusal, pays=lambda: _copy_fits(model))
+    return model.decoding_copy() if use else model
+
+
+def _cpu_speedup(model: Model, wanted: Optional[bool], refusal: str, pays: Callable[[], bool]) -> bool:
+    """Whether decoding takes one of its CPU speed-ups for float models: as `wanted` (asking for it on a quantized
+    model is a GenerationError, `refusal`), or by default (None) on a float model on CPU where `pays()`."""
+    float_model = model.runtime.quantize == "none"
+    if wanted and not float_model:
+        raise GenerationError(refusal)
     if wanted is None:
-        wanted = float_kernels and jax.default_backend() == "cpu" and _copy_fits(model)
-    return model.decoding_copy() if wanted else model
+        return float_model and jax.default_backend() == "cpu" and pays()
+    return wanted
 
 
 @jax.jit

@@ -16,8 +16,8 @@ Decode: greedy `generate` at batch 1 (and the experiment's eval batch); decode t
 `--set model.param_dtype=bfloat16`) and the whole KV cache it allocated once (decode_step.py), so tokens/s ≤
 batch × devices × HBM bandwidth / (param bytes + KV bytes). Target on H100: batch-1 decode ≥ 60% of that bound.
 Decode runs twice: reading the float LM head (`generate`'s default off CPU) and through its int8 screen (the
-default on CPU, model/screened_head.py; its bound counts the screen's bytes), to decide whether the screen pays
-off on this chip too.
+default on CPU up to 4 rows, model/screened_head.py; its bound counts the screen's bytes), to decide whether the
+screen pays off on this chip too.
 """
 from __future__ import annotations
 

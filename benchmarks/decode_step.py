@@ -66,9 +66,8 @@ def decode_step_seconds(model: Model, batch: int, prompt_len: int, *, short: int
                         ) -> float:
     """Seconds per decode step: (best time of `long` new tokens − best time of `short`) / (long − short), greedy
     with no stop token on random full-length prompts (`screen_head`, `out_in_kernels` as `generate` takes them:
-    None is its default). The difference drops
-    prefill, and each length's warm-up call drops its compile; a noisy difference below zero is clamped to 1 ns,
-    so tokens/s stays finite."""
+    None is its default). The difference drops prefill, and each length's warm-up call drops its compile; a noisy
+    difference below zero is clamped to 1 ns, so tokens/s stays finite."""
     ids = np.random.RandomState(0).randint(4, model.config.vocab_size, (batch, prompt_len)).astype(np.int32)
     mask = np.ones_like(ids)
     run = lambda new: best_seconds(lambda: generate(model, ids, mask, max_new_tokens=new, screen_head=screen_head,

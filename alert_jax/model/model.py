@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -29,10 +29,8 @@ class Model:
     config: OPTConfig
     params: Any
     runtime: RuntimeOptions = RuntimeOptions()
-    _screen: Optional[tuple[Any, HeadScreen]] = dataclasses.field(default=None, init=False, repr=False,
-                                                                  compare=False)
-    _decoding: Optional[tuple[list[Any], "Model"]] = dataclasses.field(default=None, init=False, repr=False,
-                                                                       compare=False)
+    _screen: Optional["_Derived"] = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _decoding: Optional["_Derived"] = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     @property
     def module(self) -> OPTForCausalLM:
@@ -42,25 +40,41 @@ class Model:
         """The int8 screen of the float LM head that greedy decoding reads (model/screened_head.py), computed once
         per head table, sharded as the table is, and computed afresh when `params` get a new table."""
         table = head_table(self.params)
-        if self._screen is None or self._screen[0]() is not table:
-            self._screen = (weakref.ref(table), _screen_program(self.runtime.dtype)(table))
-        return self._screen[1]
+        if not _Derived.current(self._screen, [table]):
+            self._screen = _Derived.of([table], _screen_program(self.runtime.dtype)(table))
+        return self._screen.value
 
     def decoding_copy(self) -> "Model":
         """This model as the CPU decode loop runs it (`layout.decoding_params`): dense kernels stored [out, in]
         (`OutInDense`) and layers unrolled. The kernels are copied (other params are shared, and copied only when
         unstacked) once per set of kernels, and copied afresh when `params` get a new kernel."""
-        if self.runtime.kernel_layout == "out_in" and not self.runtime.scan_layers:
+        if self._is_decoding_copy():
             return self
-        current = list(layout.kernels(self.params).values())
-        cached = self._decoding
-        stale = cached is None or len(cached[0]) != len(current) or any(
-            ref() is not kernel for ref, kernel in zip(cached[0], current))
-        if stale:
+        kernels = list(layout.kernels(self.params).values())
+        if not _Derived.current(self._decoding, kernels):
             runtime = dataclasses.replace(self.runtime, kernel_layout="out_in", scan_layers=False)
-            self._decoding = ([weakref.ref(k) for k in current],
-                              Model(self.config, layout.decoding_params(self.params), runtime))
-        return self._decoding[1]
+            self._decoding = _Derived.of(kernels, Model(self.config, layout.decoding_params(self.params), runtime))
+        return self._decoding.value
+
+    def _is_decoding_copy(self) -> bool:
+        return self.runtime.kernel_layout == "out_in" and not self.runtime.scan_layers
+
+
+class _Derived(NamedTuple):
+    """A value computed from some arrays, holding them weakly: current while each of them is still the array in
+    the params (a params tree that gets a new array makes it stale, and the value is computed afresh)."""
+
+    sources: tuple[weakref.ref, ...]
+    value: Any
+
+    @classmethod
+    def of(cls, sources: list[Any], value: Any) -> "_Derived":
+        return cls(tuple(weakref.ref(source) for source in sources), value)
+
+    @staticmethod
+    def current(derived: Optional["_Derived"], sources: list[Any]) -> bool:
+        return (derived is not None and len(derived.sources) == len(sources)
+                and all(ref() is source for ref, source in zip(derived.sources, sources)))
 
 
 def dtype_from_name(name: str | Any) -> Any:
