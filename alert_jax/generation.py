@@ -351,7 +351,7 @@ def _decoding_model(model: Model, wanted: Optional[bool]) -> Model:
     """The model the decode loop runs: `model`, or its decoding copy (see `generate`'s `out_in_kernels`)."""
     refusal = (f"out_in_kernels needs float kernels; this model's are quantized ({model.runtime.quantize}), "
                f"stored int8 [out, in] already")
-    use = _cpu_speedup(model, wanted, refusal, pays=lambda: _copy_fits(model))
+    use = _cpu_speedup(model, wanted, refusal, pays=lambda: model.has_decoding_copy() or _copy_fits(model))
     return model.decoding_copy() if use else model
 
 
@@ -375,7 +375,8 @@ def _per_layer_caches(stacked: LayerCache) -> tuple[LayerCache, ...]:
 
 def _copy_fits(model: Model) -> bool:
     """Whether a copy of the model's kernels (this host's shards of them) takes at most half the host's available
-    memory, so that the faster decode never pushes an evaluation that fits into swapping or running out."""
+    memory, so that the faster decode never pushes an evaluation that fits into swapping or running out. Asked
+    only before the copy is made: once it exists, it has taken its share of that memory itself."""
     copy = sum(shard.data.nbytes for kernel in layout.kernels(model.params).values()
                for shard in kernel.addressable_shards)
     available = host_memory.available_bytes()

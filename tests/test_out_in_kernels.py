@@ -18,6 +18,7 @@ from alert_jax.config import MeshConfig
 from alert_jax.errors import AlertJaxError
 from alert_jax.generation import GenerationError, generate
 from alert_jax.model import layout
+from alert_jax.model.model import Model
 from alert_jax.model.opt import OutInDense, RuntimeOptions
 from alert_jax.parallel.mesh import make_mesh
 
@@ -123,6 +124,14 @@ def test_the_copy_is_made_only_where_it_fits_and_only_of_float_kernels(tmp_path,
     monkeypatch.undo()
     np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), tight)
     assert model._decoding is not None  # the default on CPU when it fits
+    # Once made, the copy has taken its share of the available memory: it stays in use, not held and bypassed.
+    copy = model.decoding_copy()
+    monkeypatch.setattr(host_memory, "available_bytes", lambda: 1000)
+    used = []
+    monkeypatch.setattr(Model, "decoding_copy", lambda self, made=Model.decoding_copy: used.append(self) or made(self))
+    np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW), tight)
+    assert used == [model] and model.decoding_copy() is copy
+    monkeypatch.undo()
     quantized = alert_jax.load_model(directory, quantize="int8")
     generate(quantized, ids, mask, max_new_tokens=NEW)  # the default leaves int8 kernels alone
     with pytest.raises(GenerationError, match="out_in_kernels needs float kernels"):

@@ -56,6 +56,12 @@ class Model:
             self._decoding = _Derived.of(kernels, Model(self.config, layout.decoding_params(self.params), runtime))
         return self._decoding.value
 
+    def has_decoding_copy(self) -> bool:
+        """Whether `decoding_copy` would return without copying: this model is one, or holds one of its current
+        kernels already (so asking whether a new copy would fit is moot)."""
+        return self._is_decoding_copy() or _Derived.current(self._decoding,
+                                                            list(layout.kernels(self.params).values()))
+
     def _is_decoding_copy(self) -> bool:
         return self.runtime.kernel_layout == "out_in" and not self.runtime.scan_layers
 
